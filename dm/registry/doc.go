@@ -2,12 +2,12 @@
 // labels, groups), whether it may connect (enabled, banned, credentials), and
 // whether it is connected now (presence).
 //
-//	 northbound API ──> Service ──> Store          (devices, durable)
-//	                       │  └───> PresenceStore  (online/offline, per connection)
-//	 broker connect ───> Authenticate (credential.Verifier caches argon2id)
-//	 broker presence ──> Connected / Disconnected
-//	                       └───> Kicker (the broker) when a device is deleted,
-//	                             disabled, banned or its credentials rotate
+//	northbound API ──> Service ──> Store          (devices, durable)
+//	                      │  └───> PresenceStore  (online/offline, per connection)
+//	broker connect ───> Authenticate (credential.Verifier caches argon2id)
+//	broker presence ──> Connected / Disconnected
+//	                      └───> Kicker (the broker) when a device is deleted,
+//	                            disabled, banned or its credentials rotate
 //
 // Presence is keyed by connection: each connection has an opaque Conn ID
 // (node + sequence), and a disconnect only marks a device offline when it
