@@ -29,6 +29,8 @@ import (
 var (
 	// ErrNotFound: no token with that ID.
 	ErrNotFound = errors.New("token: not found")
+	// ErrExists: a token with that ID exists already (stores return it from CreateToken).
+	ErrExists = errors.New("token: already exists")
 	// ErrUnauthenticated: the bearer token is malformed, unknown, wrong, expired or revoked.
 	ErrUnauthenticated = errors.New("token: invalid, expired or revoked")
 	// ErrInvalid wraps validation failures.
