@@ -162,6 +162,14 @@ func (s *Service) PutRole(ctx context.Context, r Role) (*Role, error) {
 		return nil, fmt.Errorf("put role %s: %w", r.Name, err)
 	}
 	s.forget(r.Name)
+	// Connected applications hold the old rules: reconnecting applies the new ones.
+	if apps, err := s.cfg.Store.ListApplications(ctx); err == nil {
+		for _, a := range apps {
+			if a.Role == r.Name {
+				s.kick(a.Name, "role changed")
+			}
+		}
+	}
 	return &r, nil
 }
 
