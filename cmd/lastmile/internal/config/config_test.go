@@ -282,3 +282,23 @@ func FuzzLoad(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// TestDocsCoverEveryKey keeps docs/configuration.md complete.
+func TestDocsCoverEveryKey(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	for _, k := range Keys() {
+		if strings.Contains(doc, "`"+k+"`") {
+			continue
+		}
+		// Pairs are documented on one row: `x.cert_file`, `key_file`.
+		if base, ok := strings.CutSuffix(k, ".key_file"); ok && strings.Contains(doc, "`"+base+".cert_file`, `key_file`") {
+			continue
+		}
+		t.Errorf("docs/configuration.md does not document %s", k)
+	}
+}
