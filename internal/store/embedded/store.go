@@ -39,7 +39,8 @@ type Store struct {
 	dur *prometheus.HistogramVec
 
 	// mu serialises read-modify-write operations: the single writer path.
-	mu sync.Mutex
+	mu     sync.Mutex
+	closed bool
 }
 
 // Open opens (or creates) the store in cfg.Dir.
@@ -68,10 +69,14 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close flushes and closes the database.
+// Close flushes and closes the database. Closing twice is harmless.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	if err := s.db.Flush(); err != nil {
 		s.log.Warn("flush on close", "error", err)
 	}

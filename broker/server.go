@@ -1,0 +1,316 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Defaults for Limits.
+const (
+	DefaultMaxPacketSize = 256 << 10
+	DefaultMaxInflight   = 64
+	// DefaultMaxPendingWrites sizes each client's outbound packet channel
+	// (8 bytes a slot, allocated per connection): mochi's 8192 costs 64 KiB
+	// per idle connection. 512 slots hold a burst of 512 packets per client;
+	// QoS >= 1 packets that do not fit stay in the session's inflight queue
+	// and are resent, QoS 0 packets are dropped and counted.
+	DefaultMaxPendingWrites  = 512
+	DefaultMaxQueuedMessages = 1000
+	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour
+)
+
+// CheckAndSetDefaults validates cfg and fills defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.Authenticator == nil {
+		return errors.New("broker: Authenticator is required")
+	}
+	if c.TLSAddr != "" && c.TLS == nil {
+		return errors.New("broker: TLSAddr needs a TLS config")
+	}
+	if c.WSTLS && c.TLS == nil {
+		return errors.New("broker: WSTLS needs a TLS config")
+	}
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	l := &c.Limits
+	if l.MaxPacketSize == 0 {
+		l.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if l.MaxInflight == 0 {
+		l.MaxInflight = DefaultMaxInflight
+	}
+	if l.MaxPendingWrites == 0 {
+		l.MaxPendingWrites = DefaultMaxPendingWrites
+	}
+	if l.MaxQueuedMessages == 0 {
+		l.MaxQueuedMessages = DefaultMaxQueuedMessages
+	}
+	if l.MaxQueuedMessages > 65535 {
+		return fmt.Errorf("broker: MaxQueuedMessages %d exceeds 65535 (MQTT packet IDs)", l.MaxQueuedMessages)
+	}
+	if l.MaxSessionExpiry == 0 {
+		l.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	if l.ConnectRatePerIP > 0 && l.ConnectBurstPerIP <= 0 {
+		l.ConnectBurstPerIP = max(1, int(l.ConnectRatePerIP))
+	}
+	return nil
+}
+
+// Server is a running MQTT broker.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mochi   *mqtt.Server
+	auth    *authHook
+	persist *sessionHook
+	metrics *metrics
+
+	mu    sync.Mutex
+	addrs map[string]net.Addr
+
+	started  atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New builds a broker; Start binds its listeners.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "broker")
+	caps := mqtt.NewDefaultServerCapabilities()
+	l := cfg.Limits
+	caps.MaximumPacketSize = l.MaxPacketSize
+	caps.ReceiveMaximum = l.MaxInflight
+	caps.MaximumClientWritesPending = int32(min(l.MaxPendingWrites, 1<<30)) //nolint:gosec // bounded
+	caps.MaximumInflight = uint16(l.MaxQueuedMessages)                      //nolint:gosec // checked above
+	caps.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	if l.MaxConnections > 0 {
+		caps.MaximumClients = int64(l.MaxConnections)
+	}
+	caps.Compatibilities.ObscureNotAuthorized = false
+
+	m := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 slog.New(quieter{log.With("lib", "mochi").Handler()}),
+		InlineClient:           true,
+		SysTopicResendInterval: 0,
+	})
+	s := &Server{cfg: cfg, log: log, mochi: m, addrs: map[string]net.Addr{}}
+	s.metrics = newMetrics(m)
+	if cfg.Registerer != nil {
+		if err := s.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("broker metrics: %w", err)
+		}
+	}
+	s.auth = newAuthHook(s)
+	if err := m.AddHook(s.auth, nil); err != nil {
+		return nil, err
+	}
+	if err := m.AddHook(&metricsHook{m: s.metrics}, nil); err != nil {
+		return nil, err
+	}
+	if cfg.Sessions != nil {
+		s.persist = newSessionHook(cfg.Sessions, m, log, s.auth.persistentOwner, s.metrics.persistErrors)
+		if err := m.AddHook(s.persist, nil); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Start binds every configured listener, restores stored sessions and
+// serves in the background. A listener that cannot bind is an error.
+func (s *Server) Start(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("broker: already started")
+	}
+	bind := func(id, addr string) (net.Listener, error) {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt %s listener on %s: %w", id, addr, err)
+		}
+		return ln, nil
+	}
+	var bound []net.Listener
+	fail := func(err error) error {
+		for _, ln := range bound {
+			_ = ln.Close()
+		}
+		return err
+	}
+	if s.cfg.TCPAddr != "" {
+		ln, err := bind("tcp", s.cfg.TCPAddr)
+		if err != nil {
+			return fail(err)
+		}
+		bound = append(bound, ln)
+		s.addrs["tcp"] = ln.Addr()
+		if err := s.mochi.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+			return fail(err)
+		}
+	}
+	if s.cfg.TLSAddr != "" {
+		ln, err := bind("tls", s.cfg.TLSAddr)
+		if err != nil {
+			return fail(err)
+		}
+		bound = append(bound, ln)
+		s.addrs["tls"] = ln.Addr()
+		if err := s.mochi.AddListener(listeners.NewNet("tls", tls.NewListener(ln, s.cfg.TLS))); err != nil {
+			return fail(err)
+		}
+	}
+	if s.cfg.WSAddr != "" {
+		// mochi's WebSocket listener binds by address itself: find the
+		// port first when asked for ":0" so Addrs can report it.
+		addr, err := resolvePort(s.cfg.WSAddr)
+		if err != nil {
+			return fail(fmt.Errorf("mqtt ws listener on %s: %w", s.cfg.WSAddr, err))
+		}
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: wsTLS(s.cfg)})
+		if err := s.mochi.AddListener(ws); err != nil {
+			return fail(fmt.Errorf("mqtt ws listener on %s: %w", addr, err))
+		}
+		ta, _ := net.ResolveTCPAddr("tcp", addr)
+		s.addrs["ws"] = ta
+	}
+	if s.persist != nil {
+		if err := s.persist.Load(ctx); err != nil {
+			return fail(fmt.Errorf("restore sessions: %w", err))
+		}
+	}
+	if err := s.mochi.Serve(); err != nil {
+		return fail(err)
+	}
+	if s.persist != nil {
+		if err := s.persist.ReplayWAL(ctx); err != nil {
+			s.log.Error("replay publish log", "error", err)
+		}
+	}
+	return nil
+}
+
+func wsTLS(cfg Config) *tls.Config {
+	if cfg.WSTLS {
+		return cfg.TLS
+	}
+	return nil
+}
+
+// resolvePort returns addr with port 0 replaced by a free port.
+func resolvePort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if port != "0" {
+		return addr, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	return net.JoinHostPort(host, p), nil
+}
+
+// Addrs returns the bound listener addresses keyed "tcp", "tls", "ws".
+func (s *Server) Addrs() map[string]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]net.Addr, len(s.addrs))
+	for k, v := range s.addrs {
+		out[k] = v
+	}
+	return out
+}
+
+// KickPrincipal disconnects every connection of a principal (a device ID
+// or "app:<name>") with reason 0x98 "administrative action" and returns
+// how many there were.
+func (s *Server) KickPrincipal(principalID, reason string) int {
+	clients := s.auth.clientsOf(principalID)
+	for _, cl := range clients {
+		s.log.Info("disconnecting client", "client", cl.ID, "principal", principalID, "reason", reason)
+		s.auth.setReason(cl, reason)
+		_ = s.mochi.DisconnectClient(cl, packets.ErrAdministrativeAction)
+	}
+	return len(clients)
+}
+
+// Publish sends a message from the platform itself (not subject to ACLs).
+func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return s.mochi.Publish(topic, payload, retain, qos)
+}
+
+// Shutdown stops accepting, disconnects every client, waits for their
+// session state to reach the store (or ctx to end), and flushes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	s.stopOnce.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	err := s.mochi.Close()
+	for atomic.LoadInt64(&s.mochi.Info.ClientsConnected) > 0 || s.auth.live() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("broker shutdown: %d clients still closing: %w", s.auth.live(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if s.persist != nil {
+		if ferr := s.persist.Flush(ctx); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// quieter logs mochi's Info lines (hooks added, listeners started, every
+// client's connect) at Debug: lastmile logs what operators need itself.
+type quieter struct{ slog.Handler }
+
+func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quieter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quieter) WithAttrs(a []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(a)} }
+func (q quieter) WithGroup(g string) slog.Handler      { return quieter{q.Handler.WithGroup(g)} }
