@@ -1,0 +1,62 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/token"
+)
+
+// toStatus is the one place domain errors become gRPC statuses. Client
+// errors carry the domain message (it names the field); anything else is
+// logged and answered as Internal without details.
+func toStatus(ctx context.Context, log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, access.ErrNotFound), errors.Is(err, token.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, registry.ErrExists), errors.Is(err, access.ErrExists), errors.Is(err, token.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, registry.ErrConflict):
+		code = codes.Aborted
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, access.ErrInvalid), errors.Is(err, token.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, access.ErrReadOnly), errors.Is(err, access.ErrInUse):
+		code = codes.FailedPrecondition
+	case errors.Is(err, token.ErrUnauthenticated):
+		code = codes.Unauthenticated
+	}
+	if code == codes.Internal {
+		log.ErrorContext(ctx, "internal error", "error", err)
+		return status.Error(codes.Internal, "internal error (logged on the server)")
+	}
+	return status.Error(code, clean(err))
+}
+
+// clean drops the "registry: " style package prefixes from a domain message.
+func clean(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"registry: ", "access: ", "token: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
+}
+
+func invalid(format string) error { return status.Error(codes.InvalidArgument, format) }

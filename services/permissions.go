@@ -1,0 +1,30 @@
+package services
+
+import "github.com/lastmile-dm/lastmile/dm/token"
+
+// permissions maps every gRPC method to the permission a token needs.
+// TestEveryMethodHasAPermission fails when a method is missing.
+var permissions = map[string]string{
+	"/lastmile.device.v1.DeviceService/CreateDevice":         token.PermDevicesWrite,
+	"/lastmile.device.v1.DeviceService/GetDevice":            token.PermDevicesRead,
+	"/lastmile.device.v1.DeviceService/ListDevices":          token.PermDevicesRead,
+	"/lastmile.device.v1.DeviceService/UpdateDevice":         token.PermDevicesWrite,
+	"/lastmile.device.v1.DeviceService/DeleteDevice":         token.PermDevicesWrite,
+	"/lastmile.device.v1.DeviceService/SetDeviceCredentials": token.PermDevicesWrite,
+	"/lastmile.device.v1.DeviceService/DisconnectDevice":     token.PermDevicesWrite,
+
+	"/lastmile.access.v1.TokenService/CreateToken": token.PermTokensAdmin,
+	"/lastmile.access.v1.TokenService/ListTokens":  token.PermTokensAdmin,
+	"/lastmile.access.v1.TokenService/RevokeToken": token.PermTokensAdmin,
+
+	"/lastmile.access.v1.AccessService/PutRole":                 token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/GetRole":                 token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/ListRoles":               token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/DeleteRole":              token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/CreateApplication":       token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/GetApplication":          token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/ListApplications":        token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/UpdateApplication":       token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/DeleteApplication":       token.PermAccessAdmin,
+	"/lastmile.access.v1.AccessService/RotateApplicationSecret": token.PermAccessAdmin,
+}
