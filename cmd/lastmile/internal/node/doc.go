@@ -1,0 +1,28 @@
+// Package node wires one lastmile server process: it is the only place that
+// knows every layer.
+//
+//	config.Config
+//	     |
+//	  OpenStore ──> embedded (Pebble at data_dir) | redis
+//	     |            implements registry/access/token/persist stores
+//	     v
+//	registry.Service  access.Service  token.Service      prometheus.Registry
+//	     ^   |             ^   |            |                 |
+//	     |   | Kicker      |   | Kicker     |                 |
+//	 authenticator ─────────┘   |            |                 |
+//	 presenceSink  <─────┐      v            v                 v
+//	     |   └──────> broker.Server     services.API (gRPC + REST gateway)
+//	     |               MQTT tcp/tls/ws   grpc.addr      http.addr
+//	     v
+//	 broker.Authenticator / broker.PresenceSink
+//
+// Run binds every listener, logs one "listening" line with the actual
+// addresses (so ":0" works in tests), and on context cancellation stops
+// accepting (HTTP, gRPC), shuts the broker down (which flushes sessions and
+// records every disconnect), marks this node's devices offline and closes
+// the store, in that order, so nothing writes to a closed store.
+//
+// Connection IDs in presence are node name + "/" + boot ID + "/" + the
+// broker's per-process counter: unique across nodes and restarts, so a
+// stale disconnect from before a restart can never mark a device offline.
+package node
