@@ -16,9 +16,9 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
-	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 )
 
 // Config configures the API.

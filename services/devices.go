@@ -28,7 +28,7 @@ func deviceToProto(d *registry.Device, p registry.Presence) *devicev1.Device {
 		Id: d.ID, Name: d.Name, Labels: d.Labels, Groups: d.Groups,
 		Enabled: proto.Bool(d.Enabled), Banned: d.Banned,
 		CreateTime: timestamppb.New(d.CreatedAt), UpdateTime: timestamppb.New(d.UpdatedAt),
-		Etag: strconv.FormatUint(d.Revision, 10),
+		Etag:        strconv.FormatUint(d.Revision, 10),
 		Credentials: &devicev1.Credentials{CertificateFingerprint: d.CertFingerprint},
 		Presence: &devicev1.Presence{
 			Online: p.Online, ClientId: p.ClientID, RemoteAddr: p.RemoteAddr, Listener: p.Listener,
