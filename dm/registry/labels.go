@@ -55,10 +55,10 @@ func (d *Device) Validate() error {
 	}
 	for k, v := range d.Labels {
 		if err := validLabelKey(k); err != nil {
-			errs = append(errs, fmt.Errorf("labels: %v", err))
+			errs = append(errs, fmt.Errorf("labels: %w", err))
 		}
 		if err := validLabelValue(v); err != nil {
-			errs = append(errs, fmt.Errorf("labels[%s]: %v", k, err))
+			errs = append(errs, fmt.Errorf("labels[%s]: %w", k, err))
 		}
 	}
 	if len(d.Groups) > MaxGroups {

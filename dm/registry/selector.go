@@ -137,10 +137,10 @@ func parseRequirement(p string) (requirement, error) {
 func binary(p, key, value string, op selectorOp) (requirement, error) {
 	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
 	if err := validLabelKey(key); err != nil {
-		return requirement{}, fmt.Errorf("%w: label selector requirement %q: %v", ErrInvalid, p, err)
+		return requirement{}, fmt.Errorf("%w: label selector requirement %q: %w", ErrInvalid, p, err)
 	}
 	if err := validLabelValue(value); err != nil {
-		return requirement{}, fmt.Errorf("%w: label selector requirement %q: %v", ErrInvalid, p, err)
+		return requirement{}, fmt.Errorf("%w: label selector requirement %q: %w", ErrInvalid, p, err)
 	}
 	return requirement{key: key, op: op, values: []string{value}}, nil
 }

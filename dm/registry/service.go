@@ -82,7 +82,7 @@ func (sec Secret) hash() (hash, generated string, err error) {
 	case sec.Password != "":
 		hash, err = credential.Hash(credential.KindChosen, sec.Password)
 		if errors.Is(err, credential.ErrWeakPassword) {
-			return "", "", fmt.Errorf("%w: password: %v", ErrInvalid, err)
+			return "", "", fmt.Errorf("%w: password: %w", ErrInvalid, err)
 		}
 		return hash, "", err
 	}

@@ -70,6 +70,7 @@ func freePort() (int, error) {
 
 func (s *Server) start(bin string) error {
 	_, port, _ := net.SplitHostPort(s.addr)
+	//nolint:gosec // G204: the redis-server found in PATH, with fixed arguments
 	s.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no", "--loglevel", "warning")
 	s.cmd.Stdout, s.cmd.Stderr = nil, nil

@@ -43,7 +43,7 @@ func (s *Store) GetRole(ctx context.Context, name string) (*access.Role, error) 
 // ListRoles returns every role in name order.
 func (s *Store) ListRoles(ctx context.Context) ([]*access.Role, error) {
 	defer s.observe("list_roles", time.Now())
-	names, err := s.rdb.ZRangeByLex(ctx, s.p+"roles", &goredis.ZRangeBy{Min: "-", Max: "+"}).Result()
+	names, err := s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: s.p + "roles", Start: "-", Stop: "+", ByLex: true}).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func (s *Store) GetApplication(ctx context.Context, name string) (*access.Applic
 // ListApplications returns every application in name order.
 func (s *Store) ListApplications(ctx context.Context) ([]*access.Application, error) {
 	defer s.observe("list_applications", time.Now())
-	names, err := s.rdb.ZRangeByLex(ctx, s.p+"apps", &goredis.ZRangeBy{Min: "-", Max: "+"}).Result()
+	names, err := s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: s.p + "apps", Start: "-", Stop: "+", ByLex: true}).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func (s *Store) Scan(ctx context.Context, bucket, prefix string, fn func(key str
 		}
 	}
 	for {
-		keys, err := s.rdb.ZRangeByLex(ctx, idx, &goredis.ZRangeBy{Min: min, Max: max, Count: scanPage}).Result()
+		keys, err := s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: idx, Start: min, Stop: max, ByLex: true, Count: scanPage}).Result()
 		if err != nil {
 			return err
 		}

@@ -152,7 +152,7 @@ func (s *Store) page(ctx context.Context, index, after string, limit int) ([]str
 	if after != "" {
 		min = "(" + after
 	}
-	return s.rdb.ZRangeByLex(ctx, index, &goredis.ZRangeBy{Min: min, Max: "+", Count: int64(limit)}).Result()
+	return s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: index, Start: min, Stop: "+", ByLex: true, Count: int64(limit)}).Result()
 }
 
 // loadAll fetches the records of ids with MGET, skipping ones deleted meanwhile.

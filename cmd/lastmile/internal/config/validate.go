@@ -210,7 +210,7 @@ func (a AccessConfig) DomainRoles() []access.Role {
 func checkAddr(addr string, listen bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (%v)", addr, err)
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
 	}
 	if !listen && host == "" {
 		return fmt.Errorf("%q has no host", addr)

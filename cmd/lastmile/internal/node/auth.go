@@ -61,13 +61,13 @@ func (a *authenticator) application(ctx context.Context, r broker.ConnectRequest
 	if err != nil {
 		switch {
 		case errors.Is(err, access.ErrBadCredentials):
-			return nil, fmt.Errorf("%v: %w", err, broker.ErrBadCredentials)
+			return nil, fmt.Errorf("%w: %w", err, broker.ErrBadCredentials)
 		case errors.Is(err, access.ErrClientIDInvalid):
-			return nil, fmt.Errorf("%v: %w", err, broker.ErrClientIDInvalid)
+			return nil, fmt.Errorf("%w: %w", err, broker.ErrClientIDInvalid)
 		case errors.Is(err, access.ErrDisabled):
-			return nil, fmt.Errorf("%v: %w", err, broker.ErrNotAuthorized)
+			return nil, fmt.Errorf("%w: %w", err, broker.ErrNotAuthorized)
 		default:
-			return nil, fmt.Errorf("%v: %w", err, broker.ErrUnavailable)
+			return nil, fmt.Errorf("%w: %w", err, broker.ErrUnavailable)
 		}
 	}
 	return &broker.Principal{
@@ -83,8 +83,11 @@ func (a *authenticator) anonymousClient(ctx context.Context, r broker.ConnectReq
 		return nil, fmt.Errorf("no credentials and anonymous access is off: %w", broker.ErrBadCredentials)
 	}
 	role, err := a.access.AnonymousRole()
-	if err != nil || role == nil {
-		return nil, fmt.Errorf("anonymous role: %v: %w", err, broker.ErrNotAuthorized)
+	if err != nil {
+		return nil, fmt.Errorf("anonymous role: %w: %w", err, broker.ErrNotAuthorized)
+	}
+	if role == nil {
+		return nil, fmt.Errorf("no anonymous role: %w", broker.ErrNotAuthorized)
 	}
 	// An anonymous client must not take over a device's or application's
 	// session by using its client ID.
@@ -97,7 +100,7 @@ func (a *authenticator) anonymousClient(ctx context.Context, r broker.ConnectReq
 		case err == nil:
 			return nil, fmt.Errorf("anonymous client ID %q is a device ID: %w", r.ClientID, broker.ErrClientIDInvalid)
 		case !errors.Is(err, registry.ErrNotFound):
-			return nil, fmt.Errorf("check anonymous client ID: %v: %w", err, broker.ErrUnavailable)
+			return nil, fmt.Errorf("check anonymous client ID: %w: %w", err, broker.ErrUnavailable)
 		}
 	}
 	return &broker.Principal{
@@ -113,14 +116,14 @@ func (a *authenticator) anonymousClient(ctx context.Context, r broker.ConnectReq
 func mapRegistryErr(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrBadCredentials):
-		return fmt.Errorf("%v: %w", err, broker.ErrBadCredentials)
+		return fmt.Errorf("%w: %w", err, broker.ErrBadCredentials)
 	case errors.Is(err, registry.ErrClientIDMismatch):
-		return fmt.Errorf("%v: %w", err, broker.ErrClientIDInvalid)
+		return fmt.Errorf("%w: %w", err, broker.ErrClientIDInvalid)
 	case errors.Is(err, registry.ErrDisabled):
-		return fmt.Errorf("%v: %w", err, broker.ErrNotAuthorized)
+		return fmt.Errorf("%w: %w", err, broker.ErrNotAuthorized)
 	case errors.Is(err, registry.ErrBanned):
-		return fmt.Errorf("%v: %w", err, broker.ErrBanned)
+		return fmt.Errorf("%w: %w", err, broker.ErrBanned)
 	default:
-		return fmt.Errorf("%v: %w", err, broker.ErrUnavailable)
+		return fmt.Errorf("%w: %w", err, broker.ErrUnavailable)
 	}
 }

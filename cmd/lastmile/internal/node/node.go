@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -282,10 +281,11 @@ func (n *Node) startHTTP(ctx context.Context, grpcAddr net.Addr, addrs map[strin
 		}
 		// Trust exactly our own certificate: it need not name 127.0.0.1.
 		own := tc.Certificates[0].Certificate[0]
+		// VerifyConnection runs on resumed sessions too.
 		creds = credentials.NewTLS(&tls.Config{
-			InsecureSkipVerify: true, //nolint:gosec // replaced by the pin below
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+			InsecureSkipVerify: true, //nolint:gosec // replaced by the pin in VerifyConnection
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, own) {
 					return errors.New("gateway: gRPC server presented a certificate that is not ours")
 				}
 				return nil

@@ -62,7 +62,7 @@ func OpenStore(ctx context.Context, cfg config.Config, logger *slog.Logger, reg 
 		s, err := embedded.Open(embedded.Config{Dir: cfg.DataDir, Logger: logger, Registerer: reg})
 		if err != nil {
 			if isLockErr(err) {
-				return nil, fmt.Errorf("open embedded store in %s: %w (%v)", cfg.DataDir, ErrStoreLocked, err)
+				return nil, fmt.Errorf("open embedded store in %s: %w (%w)", cfg.DataDir, ErrStoreLocked, err)
 			}
 			return nil, fmt.Errorf("open embedded store in %s: %w", cfg.DataDir, err)
 		}
