@@ -39,6 +39,14 @@ test: test-deps ## Run every test with the race detector (real redis-server, mos
 bench: ## Run the load harness against lastmile and mosquitto (issue #3).
 	@echo "make bench: the load harness (cmd/lmbench) is not built yet; see issue #3." >&2; exit 1
 
+FUZZTIME ?= 20s
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
+	@set -e; for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$t; \
+		done; done
+
 .PHONY: tools
 tools: ## Install the pinned code generators and linter into $(GOBIN).
 	@command -v buf >/dev/null && buf --version | grep -q $(BUF_VERSION:v%=%) || $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
