@@ -64,7 +64,7 @@ type server struct {
 }
 
 var (
-	bootstrapRe = regexp.MustCompile(`export LMCTL_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
+	bootstrapRe = regexp.MustCompile(`export LASTMILE_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
 )
 
 // startServer runs "lastmile serve" with extra args on free ports and waits

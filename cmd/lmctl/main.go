@@ -67,13 +67,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ca := fs.String("ca", "", "")
 	output := fs.String("o", "table", "")
 	timeout := fs.Duration("timeout", 30*time.Second, "")
-	if err := fs.Parse(args); err != nil {
+	globals, verbArgs := splitGlobals(args)
+	if err := fs.Parse(globals); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	rest := fs.Args()
+	rest := append(fs.Args(), verbArgs...)
 	if len(rest) < 2 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -174,6 +175,35 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// globalFlags are accepted anywhere on the command line, so
+// "lmctl devices get dev1 -o json" works like "lmctl -o json devices get dev1".
+var globalFlags = map[string]bool{"server": true, "token": true, "ca": true, "o": true, "timeout": true, "tls": false, "h": false, "help": false}
+
+// splitGlobals moves global flags (with their values) in front of
+// everything else: it returns them, then the other arguments in order.
+func splitGlobals(args []string) (globals, rest []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		if !strings.HasPrefix(a, "-") || name == "" {
+			rest = append(rest, a)
+			continue
+		}
+		n, _, hasValue := strings.Cut(name, "=")
+		takesValue, ok := globalFlags[n]
+		if !ok || (n == "h" || n == "help") && len(rest) >= 2 {
+			rest = append(rest, a) // a verb flag (or help for a verb)
+			continue
+		}
+		globals = append(globals, a)
+		if takesValue && !hasValue && i+1 < len(args) {
+			i++
+			globals = append(globals, args[i])
+		}
+	}
+	return globals, rest
 }
 
 // multi is a repeatable string flag.
