@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,11 +17,17 @@ import (
 // emit prints m as JSON, or as a table built by rows.
 func (c *cli) emit(m proto.Message, header []string, rows [][]string) error {
 	if c.json {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+		// Field names as in REST (snake_case); stable indentation (protojson
+		// varies its whitespace on purpose).
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(c.out, string(b))
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, b, "", "  "); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(c.out, buf.String())
 		return err
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
