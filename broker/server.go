@@ -294,20 +294,24 @@ func (s *Server) shutdown(ctx context.Context) error {
 	return err
 }
 
-// quieter logs mochi's Info lines (hooks added, listeners started, every
-// client's connect) at Debug: lastmile logs what operators need itself.
+// quieter logs at Debug what mochi logs at Info (hooks added, listeners
+// started) and its per-connection warnings: the end of every connection
+// that closed with an error (message "") and "error processing packet",
+// which would print the packet, payload included. lastmile logs refusals,
+// denials and kicks itself, with the device ID and without payloads.
 type quieter struct{ slog.Handler }
 
 func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
-	if l == slog.LevelInfo {
-		l = slog.LevelDebug
-	}
-	return q.Handler.Enabled(ctx, l)
+	// Decided per record in Handle; Warn must get there to be demoted.
+	return q.Handler.Enabled(ctx, l) || (l == slog.LevelWarn || l == slog.LevelInfo) && q.Handler.Enabled(ctx, slog.LevelDebug)
 }
 
 func (q quieter) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelInfo {
+	if r.Level == slog.LevelInfo || r.Level == slog.LevelWarn && (r.Message == "" || r.Message == "error processing packet") {
 		r.Level = slog.LevelDebug
+	}
+	if !q.Handler.Enabled(ctx, r.Level) {
+		return nil
 	}
 	return q.Handler.Handle(ctx, r)
 }
