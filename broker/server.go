@@ -184,18 +184,18 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if s.cfg.WSAddr != "" {
-		// mochi's WebSocket listener binds by address itself: find the
-		// port first when asked for ":0" so Addrs can report it.
-		addr, err := resolvePort(s.cfg.WSAddr)
+		ln, err := bind("ws", s.cfg.WSAddr)
 		if err != nil {
-			return fail(fmt.Errorf("mqtt ws listener on %s: %w", s.cfg.WSAddr, err))
+			return fail(err)
 		}
-		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: wsTLS(s.cfg)})
-		if err := s.mochi.AddListener(ws); err != nil {
-			return fail(fmt.Errorf("mqtt ws listener on %s: %w", addr, err))
+		bound = append(bound, ln)
+		s.addrs["ws"] = ln.Addr()
+		if s.cfg.WSTLS {
+			ln = tls.NewListener(ln, s.cfg.TLS)
 		}
-		ta, _ := net.ResolveTCPAddr("tcp", addr)
-		s.addrs["ws"] = ta
+		if err := s.mochi.AddListener(newWSListener("ws", ln)); err != nil {
+			return fail(err)
+		}
 	}
 	if s.persist != nil {
 		if err := s.persist.Load(ctx); err != nil {
@@ -211,31 +211,6 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func wsTLS(cfg Config) *tls.Config {
-	if cfg.WSTLS {
-		return cfg.TLS
-	}
-	return nil
-}
-
-// resolvePort returns addr with port 0 replaced by a free port.
-func resolvePort(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", err
-	}
-	if port != "0" {
-		return addr, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return net.JoinHostPort(host, p), nil
 }
 
 // Addrs returns the bound listener addresses keyed "tcp", "tls", "ws".
