@@ -137,6 +137,9 @@ type Config struct {
 	Authenticator Authenticator // required
 	Presence      PresenceSink  // optional
 	Sessions      SessionStore  // optional: nil keeps sessions in memory only
+	// Subscriptions learns which filters clients hold (optional); see
+	// SubscriptionSink.
+	Subscriptions SubscriptionSink
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

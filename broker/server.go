@@ -78,12 +78,14 @@ func (c *Config) CheckAndSetDefaults() error {
 
 // Server is a running MQTT broker.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	mochi   *mqtt.Server
-	auth    *authHook
-	persist *sessionHook
-	metrics *metrics
+	cfg   Config
+	log   *slog.Logger
+	mochi *mqtt.Server
+	auth  *authHook
+	// platform publishes for the platform's own services (PublishMessage).
+	platform *mqtt.Client
+	persist  *sessionHook
+	metrics  *metrics
 
 	mu    sync.Mutex
 	addrs map[string]net.Addr
@@ -131,6 +133,12 @@ func New(cfg Config) (*Server, error) {
 	if err := m.AddHook(&metricsHook{m: s.metrics}, nil); err != nil {
 		return nil, err
 	}
+	if cfg.Subscriptions != nil {
+		if err := m.AddHook(&subscriptionHook{s: s, sink: cfg.Subscriptions}, nil); err != nil {
+			return nil, err
+		}
+	}
+	s.platform = m.NewClient(nil, "local", "lastmile-platform", true)
 	if cfg.Sessions != nil {
 		s.persist = newSessionHook(cfg.Sessions, m, log, s.auth.persistentOwner, s.metrics.persistErrors)
 		if err := m.AddHook(s.persist, nil); err != nil {
