@@ -21,8 +21,13 @@ import (
 type wsListener struct {
 	id  string
 	ln  net.Listener
-	srv *http.Server
 	log *slog.Logger
+
+	// mu orders Serve and Close, which mochi calls from different
+	// goroutines: a Close that comes first makes Serve return at once.
+	mu     sync.Mutex
+	srv    *http.Server
+	closed bool
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -47,7 +52,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.srv = &http.Server{
+	srv := &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, err := upgrader.Upgrade(w, r, nil)
@@ -59,16 +64,27 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 		}),
 		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}
-	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.srv = srv
+	l.mu.Unlock()
+	if err := srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
 	}
 }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	if l.srv != nil {
+	l.mu.Lock()
+	srv := l.srv
+	l.closed = true
+	l.mu.Unlock()
+	if srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = l.srv.Shutdown(ctx)
+		_ = srv.Shutdown(ctx)
 	} else {
 		_ = l.ln.Close()
 	}
