@@ -142,9 +142,15 @@ func TestX509DeviceAuthentication(t *testing.T) {
 	if ack, err := connect(&good, "dev1"); err != nil {
 		t.Fatalf("device with a certificate for its ID: %v %+v", err, ack)
 	}
-	ps, _ := n.store.GetPresence(ctx, []string{"dev1"})
-	if ps["dev1"].Listener != "tls" {
-		t.Fatalf("presence after a TLS connect: %+v", ps["dev1"])
+	// The CONNACK goes out before presence is written: poll.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ps, _ := n.store.GetPresence(ctx, []string{"dev1"})
+		if ps["dev1"].Listener == "tls" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("presence after a TLS connect: %+v", ps["dev1"])
+		}
 	}
 	ghost := ca.issue(t, "ghost", false)
 	if ack, err := connect(&ghost, "ghost"); err == nil || ack == nil || ack.ReasonCode != 0x86 {
