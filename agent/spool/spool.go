@@ -579,4 +579,6 @@ func (s *Spool) closeFiles() {
 }
 
 // String names the spool for logs.
-func (s *Spool) String() string { return "spool " + s.cfg.Dir + " (" + strconv.FormatInt(s.cfg.MaxBytes, 10) + " bytes)" }
+func (s *Spool) String() string {
+	return "spool " + s.cfg.Dir + " (" + strconv.FormatInt(s.cfg.MaxBytes, 10) + " bytes)"
+}

@@ -248,7 +248,10 @@ var recordFixtures = []struct {
 	in   func() []byte
 	err  error
 }{
-	{"whole", func() []byte { b, _ := appendRecord(nil, &Record{Seq: 7, Topic: "tele/a/b", Payload: []byte("x")}); return b }, nil},
+	{"whole", func() []byte {
+		b, _ := appendRecord(nil, &Record{Seq: 7, Topic: "tele/a/b", Payload: []byte("x")})
+		return b
+	}, nil},
 	{"empty payload", func() []byte { b, _ := appendRecord(nil, &Record{Seq: 1, Topic: "t"}); return b }, nil},
 	{"empty", func() []byte { return nil }, ErrShortRecord},
 	{"header only", func() []byte { return []byte{recordMagic, 0, 0, 0, 30, 0, 0, 0, 0} }, ErrShortRecord},
