@@ -67,7 +67,9 @@ type Handler interface {
 type HandlerFunc func(ctx context.Context, args json.RawMessage) (any, error)
 
 // Handle calls f.
-func (f HandlerFunc) Handle(ctx context.Context, args json.RawMessage) (any, error) { return f(ctx, args) }
+func (f HandlerFunc) Handle(ctx context.Context, args json.RawMessage) (any, error) {
+	return f(ctx, args)
+}
 
 // Dispatcher maps command names to handlers. Register before use; Dispatch
 // is then safe for concurrent use.
