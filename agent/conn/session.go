@@ -40,6 +40,7 @@ type Outgoing struct {
 	Topic           string
 	Payload         []byte
 	QoS             byte
+	ResponseTopic   string            // MQTT 5 only
 	CorrelationData []byte            // MQTT 5 only
 	UserProperties  map[string]string // MQTT 5 only
 }

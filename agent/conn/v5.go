@@ -132,8 +132,8 @@ func (s *session5) setErr(err error) {
 
 func (s *session5) Publish(ctx context.Context, m Outgoing) error {
 	p := &paho.Publish{Topic: m.Topic, QoS: m.QoS, Payload: m.Payload}
-	if len(m.CorrelationData) > 0 || len(m.UserProperties) > 0 {
-		p.Properties = &paho.PublishProperties{CorrelationData: m.CorrelationData}
+	if len(m.CorrelationData) > 0 || len(m.UserProperties) > 0 || m.ResponseTopic != "" {
+		p.Properties = &paho.PublishProperties{CorrelationData: m.CorrelationData, ResponseTopic: m.ResponseTopic}
 		for k, v := range m.UserProperties {
 			p.Properties.User.Add(k, v)
 		}

@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-dm/lastmile/agent/backoff"
+	"github.com/lastmile-dm/lastmile/agent/command"
+	"github.com/lastmile-dm/lastmile/agent/config"
+	"github.com/lastmile-dm/lastmile/agent/conn"
+	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/internal/netem"
+)
+
+// mosquitto starts a real broker on a free port.
+func mosquitto(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		t.Skip("mosquitto not installed (make test-deps)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	path := filepath.Join(t.TempDir(), "m.conf")
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n", port)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("mosquitto", "-c", path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testContract is a command contract for these tests only: requests on
+// $dm/{id}/cmd/{name} with the MQTT 5 response topic and correlation data;
+// the platform's contract (dm/topic/command.go) replaces it in the binary.
+type testContract struct{}
+
+func (testContract) RequestFilter(id string) string { return topic.Platform(id, "cmd", "+") }
+
+func (testContract) DecodeRequest(id string, m conn.Message) (command.Request, Reply, error) {
+	reply := Reply{Topic: m.ResponseTopic, CorrelationData: m.CorrelationData}
+	name := strings.TrimPrefix(m.Topic, topic.Platform(id, "cmd")+"/")
+	if !json.Valid(m.Payload) && len(m.Payload) > 0 {
+		return command.Request{}, reply, errors.New("payload is not JSON")
+	}
+	return command.Request{Name: name, Args: m.Payload}, reply, nil
+}
+
+func (testContract) EncodeResponse(_ string, r Reply, resp command.Response) (conn.Outgoing, error) {
+	b, err := json.Marshal(resp)
+	return conn.Outgoing{Topic: r.Topic, Payload: b, QoS: 1, CorrelationData: r.CorrelationData}, err
+}
+
+func newAgent(t *testing.T, addr string, caps ...Capability) (*Agent, context.CancelFunc, chan error) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: %q, keepalive: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 50ms, max_delay: 200ms}\nbuffer: {dir: %q}\nstatus: {interval: 1s}\n", addr, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Capabilities: caps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a, cancel, done
+}
+
+// TestCommandsCapability: a requester on a real broker sends commands to
+// the running agent and gets answers on its response topic, correlated.
+func TestCommandsCapability(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	d := command.NewDispatcher()
+	_ = d.Register("exec", &command.Exec{Allow: map[string]command.Allowed{"hi": {Argv: []string{"echo", "hi"}, Timeout: 5 * time.Second, MaxBytes: 100}}})
+	newAgent(t, addr, &Commands{DeviceID: "gw1", Contract: testContract{}, Dispatcher: d})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	answers := map[string]command.Response{}
+	req, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform", Protocol: conn.MQTT5}, func(m conn.Message) {
+		var r command.Response
+		if err := json.Unmarshal(m.Payload, &r); err != nil {
+			t.Errorf("answer is not JSON: %q", m.Payload)
+		}
+		mu.Lock()
+		answers[string(m.CorrelationData)] = r
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.Close()
+	if err := req.Subscribe(ctx, "replies/#"); err != nil {
+		t.Fatal(err)
+	}
+	// The agent subscribes after connecting: resend until it answers.
+	send := func(corr, name, args string) {
+		p := &pubWithResponse{s: req}
+		waitFor(t, func() bool {
+			mu.Lock()
+			_, ok := answers[corr]
+			mu.Unlock()
+			if !ok {
+				_ = p.publish(ctx, topic.Platform("gw1", "cmd", name), "replies/"+corr, corr, args)
+				time.Sleep(50 * time.Millisecond)
+			}
+			return ok
+		})
+	}
+	send("c1", "exec", `{"name":"hi"}`)
+	send("c2", "exec", `{"name":"rm"}`)
+	send("c3", "reboot", ``)
+	send("c4", "exec", `{not json`)
+	mu.Lock()
+	defer mu.Unlock()
+	if r := answers["c1"]; r.Status != command.StatusOK || !strings.Contains(fmt.Sprint(r.Result), "hi") {
+		t.Errorf("c1: %+v", r)
+	}
+	if r := answers["c2"]; r.Code != command.CodeNotAllowed {
+		t.Errorf("c2: %+v", r)
+	}
+	if r := answers["c3"]; r.Code != command.CodeUnknownCommand {
+		t.Errorf("c3 (reboot not registered): %+v", r)
+	}
+	if r := answers["c4"]; r.Code != command.CodeBadRequest {
+		t.Errorf("c4: %+v", r)
+	}
+}
+
+// pubWithResponse publishes a request with MQTT 5 response properties.
+type pubWithResponse struct{ s conn.Session }
+
+func (p *pubWithResponse) publish(ctx context.Context, t, responseTopic, corr, payload string) error {
+	return p.s.Publish(ctx, conn.Outgoing{Topic: t, Payload: []byte(payload), QoS: 1, CorrelationData: []byte(corr), ResponseTopic: responseTopic})
+}
+
+// TestReconnectFollowsTheClock: after a failed connect the agent waits for
+// its backoff on the injected clock, and only then tries again.
+func TestReconnectFollowsTheClock(t *testing.T) {
+	t.Parallel()
+	broker := mosquitto(t)
+	proxy, err := netem.New(broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.SetMode(netem.Cut)
+
+	clock := backoff.NewManualClock(time.Unix(0, 0))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: %q, keepalive: 2s, connect_timeout: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 10s, max_delay: 40s, jitter: 0}\nbuffer: {dir: %q}\nstatus: {interval: 1s}\n", proxy.Addr(), t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Two failures: waits of 10s and then 20s on the manual clock.
+	for _, d := range []time.Duration{10 * time.Second, 20 * time.Second} {
+		waitFor(t, func() bool { return clock.Waiters() == 1 })
+		clock.Advance(d - time.Millisecond)
+		if clock.Waiters() != 1 {
+			t.Fatalf("the agent stopped waiting before %s", d)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	// The link returns, but nothing happens until the 40s wait is over.
+	waitFor(t, func() bool { return clock.Waiters() == 1 })
+	proxy.SetMode(netem.Up)
+	if a.connects.Load() != 0 {
+		t.Fatal("connected while cut")
+	}
+	clock.Advance(40 * time.Second)
+	waitFor(t, func() bool { return a.connects.Load() == 1 })
+	// Telemetry collected while cut is drained.
+	waitFor(t, func() bool { return a.Status().Buffer.Queued == 0 && a.published.Load() > 0 })
+}
