@@ -18,6 +18,7 @@ import (
 	"github.com/lastmile-dm/lastmile/agent/command"
 	"github.com/lastmile-dm/lastmile/agent/config"
 	"github.com/lastmile-dm/lastmile/agent/conn"
+	"github.com/lastmile-dm/lastmile/agent/state"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 	"github.com/lastmile-dm/lastmile/internal/netem"
 )
@@ -221,4 +222,78 @@ func TestReconnectFollowsTheClock(t *testing.T) {
 	waitFor(t, func() bool { return a.connects.Load() == 1 })
 	// Telemetry collected while cut is drained.
 	waitFor(t, func() bool { return a.Status().Buffer.Queued == 0 && a.published.Load() > 0 })
+}
+
+// testShadow is a shadow contract for these tests only: deltas on
+// $dm/{id}/shadow/update/delta as {"state": {...}}, reports to
+// $dm/{id}/shadow/update as {"state":{"reported":...},"errors":...}.
+type testShadow struct{}
+
+func (testShadow) DeltaFilters(id string) []string {
+	return []string{topic.Platform(id, "shadow", "update", "delta")}
+}
+
+func (testShadow) DecodeDelta(_ string, m conn.Message) (map[string]any, bool, error) {
+	var d struct {
+		State map[string]any `json:"state"`
+	}
+	if err := json.Unmarshal(m.Payload, &d); err != nil {
+		return nil, false, err
+	}
+	return d.State, true, nil
+}
+
+func (testShadow) EncodeReport(id string, reported map[string]any, errs map[string]string) (conn.Outgoing, error) {
+	b, err := json.Marshal(map[string]any{"state": map[string]any{"reported": reported}, "errors": errs})
+	return conn.Outgoing{Topic: topic.Platform(id, "shadow", "update"), Payload: b, QoS: 1}, err
+}
+
+// TestShadowCapability: the agent reports its state on connect, applies a
+// delta through a real program and reports the result and the failures.
+func TestShadowCapability(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "apply")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = wifi.bad ] && { echo nope >&2; exit 1; }\ncat > /dev/null\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var ap state.Applier
+	if err := ap.Register("wifi.", &state.Program{Argv: []string{script}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reports := make(chan map[string]any, 10)
+	plat, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform"}, func(m conn.Message) {
+		var r map[string]any
+		_ = json.Unmarshal(m.Payload, &r)
+		reports <- r
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plat.Close()
+	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
+		t.Fatal(err)
+	}
+	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
+	first := <-reports
+	if rep := first["state"].(map[string]any)["reported"].(map[string]any); rep["agent_version"] != "v9" || rep["interfaces"] == nil {
+		t.Fatalf("first report: %v", first)
+	}
+	if err := plat.Publish(ctx, conn.Outgoing{Topic: topic.Platform("gw1", "shadow", "update", "delta"), QoS: 1,
+		Payload: []byte(`{"state":{"wifi":{"ssid":"lab","bad":1},"unknown":true}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-reports:
+		rep := r["state"].(map[string]any)["reported"].(map[string]any)
+		errs := r["errors"].(map[string]any)
+		if rep["wifi"].(map[string]any)["ssid"] != "lab" || !strings.Contains(fmt.Sprint(errs["wifi.bad"]), "nope") || errs["unknown"] == nil {
+			t.Fatalf("report after delta: %v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no report after the delta")
+	}
 }

@@ -171,11 +171,26 @@ type ExecConfig struct {
 	MaxBytes  int           `yaml:"max_bytes"`
 }
 
-// StateConfig says where the reported state comes from.
+// StateConfig says where the reported state comes from and how desired
+// changes are applied.
 type StateConfig struct {
 	// FirmwareVersionFile holds the firmware version (first line).
 	FirmwareVersionFile string `yaml:"firmware_version_file"`
+	// Handlers apply desired keys: the longest matching prefix wins.
+	Handlers []StateHandlerConfig `yaml:"handlers"`
 }
+
+// StateHandlerConfig runs a program for desired keys under a prefix: the
+// key is its last argument, the JSON value its stdin, exit 0 means applied.
+type StateHandlerConfig struct {
+	Prefix  string        `yaml:"prefix"`
+	Argv    []string      `yaml:"argv"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// BuiltinLogLevel is the desired key the agent applies itself: its log
+// level (debug, info, warn, error).
+const BuiltinLogLevel = "agent.log_level"
 
 // LogConfig configures logging.
 type LogConfig struct {
@@ -338,6 +353,27 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if err := c.Commands.check(); err != nil {
 		return err
+	}
+	prefixes := map[string]bool{BuiltinLogLevel: true}
+	for i := range c.State.Handlers {
+		h := &c.State.Handlers[i]
+		key := fmt.Sprintf("state.handlers[%d]", i)
+		if h.Prefix == "" {
+			return keyError(key+".prefix", "required (e.g. \"wifi.\")")
+		}
+		if prefixes[h.Prefix] {
+			return keyError(key+".prefix", "%q is taken (listed twice, or built in)", h.Prefix)
+		}
+		prefixes[h.Prefix] = true
+		if len(h.Argv) == 0 || h.Argv[0] == "" {
+			return keyError(key+".argv", "required")
+		}
+		if h.Timeout == 0 {
+			h.Timeout = time.Minute
+		}
+		if h.Timeout < 0 {
+			return keyError(key+".timeout", "negative")
+		}
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

@@ -76,6 +76,9 @@ var badConfigs = []struct{ yaml, key string }{
 	{minimal + "commands: {exec: [{name: a}]}\n", "commands.exec[0].argv"},
 	{minimal + "commands: {reboot: {argv: []}}\n", "commands.reboot.argv"},
 	{minimal + "log: {level: loud}\n", "log.level"},
+	{minimal + "state: {handlers: [{prefix: wifi., argv: [a]}, {prefix: wifi., argv: [b]}]}\n", "state.handlers[1].prefix"},
+	{minimal + "state: {handlers: [{prefix: agent.log_level, argv: [a]}]}\n", "state.handlers[0].prefix"},
+	{minimal + "state: {handlers: [{prefix: wifi.}]}\n", "state.handlers[0].argv"},
 	{minimal + "---\nx: 1\n", "more than one"},
 }
 

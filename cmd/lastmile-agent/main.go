@@ -62,13 +62,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (device %s, server %s, %d collectors)\n", *path, cfg.DeviceID, cfg.Server.Address, len(cfg.Collectors))
 		return 0
 	}
-	log := newLogger(cfg.Log, stderr)
-	caps, err := capabilities(cfg, log)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
+	// The capabilities report the agent's status, which exists once the
+	// agent does: a holder breaks the cycle.
+	var a *agent.Agent
+	caps, err := capabilities(cfg, log, level, func() agent.Status { return a.Status() })
 	if err != nil {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
 	}
-	a, err := agent.New(agent.Config{File: cfg, Version: version, Logger: log, Capabilities: caps})
+	a, err = agent.New(agent.Config{File: cfg, Version: version, Logger: log, Capabilities: caps})
 	if err != nil {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
@@ -89,9 +93,11 @@ func envOr(k, def string) string {
 	return def
 }
 
-func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// newLogger logs at a level the platform may change (agent.log_level).
+func newLogger(c config.LogConfig, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
