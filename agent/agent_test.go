@@ -297,3 +297,31 @@ func TestShadowCapability(t *testing.T) {
 		t.Fatal("no report after the delta")
 	}
 }
+
+// TestReconnectUsesNewServer: SetServer and Reconnect (what a config-apply
+// capability does) move a disconnected agent to another server at once,
+// without waiting out its backoff.
+func TestReconnectUsesNewServer(t *testing.T) {
+	t.Parallel()
+	good := mosquitto(t)
+	clock := backoff.NewManualClock(time.Unix(0, 0))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: \"127.0.0.1:1\", connect_timeout: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 1h, max_delay: 1h}\nbuffer: {dir: %q}\n", t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return clock.Waiters() == 1 }) // waiting an hour
+	s := cfg.Server
+	s.Address = good
+	a.SetServer(s)
+	a.Reconnect()
+	waitFor(t, func() bool { return a.connects.Load() == 1 })
+}

@@ -20,7 +20,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d, werr := a.backoff.Wait(ctx)
+			d, werr := a.waitBackoff(ctx)
 			a.log.Warn("connect failed", "err", err, "retry_after", d.Round(time.Millisecond), "attempt", a.backoff.Attempts())
 			if werr != nil {
 				return
@@ -38,7 +38,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			a.log.Info("reconnecting on request")
 			continue
 		}
-		d, werr := a.backoff.Wait(ctx)
+		d, werr := a.waitBackoff(ctx)
 		a.log.Warn("connection lost", "err", err, "retry_after", d.Round(time.Millisecond))
 		if werr != nil {
 			return
@@ -47,6 +47,25 @@ func (a *Agent) connectLoop(ctx context.Context) {
 }
 
 var errKicked = errors.New("reconnect requested")
+
+// waitBackoff waits out the backoff; Reconnect cuts the wait short (new
+// settings deserve an attempt now).
+func (a *Agent) waitBackoff(ctx context.Context) (time.Duration, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.kick:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	d, err := a.backoff.Wait(wctx)
+	if err != nil && ctx.Err() == nil {
+		return d, nil // kicked
+	}
+	return d, err
+}
 
 func (a *Agent) setSession(s conn.Session) {
 	a.mu.Lock()

@@ -92,6 +92,7 @@ func RunProgram(ctx context.Context, argv []string, timeout time.Duration, maxBy
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	//nolint:gosec // G204: argv is the operator's configuration (collectors, the exec allow-list)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	stdout := &limited{max: maxBytes}
 	stderr := &limited{max: 4096}
@@ -104,9 +105,9 @@ func RunProgram(ctx context.Context, argv []string, timeout time.Duration, maxBy
 	if err != nil {
 		msg := bytes.TrimSpace(stderr.buf.Bytes())
 		if len(msg) > 0 {
-			return "", false, fmt.Errorf("%w: %s: %v: %s", ErrCommandFailed, argv[0], err, msg)
+			return "", false, fmt.Errorf("%w: %s: %w: %s", ErrCommandFailed, argv[0], err, msg)
 		}
-		return "", false, fmt.Errorf("%w: %s: %v", ErrCommandFailed, argv[0], err)
+		return "", false, fmt.Errorf("%w: %s: %w", ErrCommandFailed, argv[0], err)
 	}
 	return stdout.buf.String(), stdout.cut, nil
 }

@@ -36,13 +36,13 @@ func (r *Reboot) Handle(_ context.Context, args json.RawMessage) (any, error) {
 		return nil, err
 	}
 	if _, err := exec.LookPath(r.Argv[0]); err != nil {
-		return nil, fmt.Errorf("%w: reboot program %s: %v", ErrFailed, r.Argv[0], err)
+		return nil, fmt.Errorf("%w: reboot program %s: %w", ErrFailed, r.Argv[0], err)
 	}
 	time.AfterFunc(r.Delay, func() {
 		r.Log.Warn("rebooting on the platform's request", "argv", r.Argv)
 		// Not tied to the request's context: the reboot must not be
 		// cancelled by the answer being sent.
-		out, err := exec.Command(r.Argv[0], r.Argv[1:]...).CombinedOutput()
+		out, err := exec.Command(r.Argv[0], r.Argv[1:]...).CombinedOutput() //nolint:gosec // G204: commands.reboot.argv of the configuration
 		if err != nil {
 			r.Log.Error("reboot command failed", "err", err, "output", string(out))
 		}
@@ -99,6 +99,7 @@ func (p *Ping) Handle(ctx context.Context, args json.RawMessage) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.Count)*2*time.Second+5*time.Second)
 	defer cancel()
+	//nolint:gosec // G204: the configured ping program; the host was checked by validHost (no option can pass)
 	cmd := exec.CommandContext(ctx, p.Program, "-c", fmt.Sprint(a.Count), "-W", "2", a.Host)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -110,7 +111,7 @@ func (p *Ping) Handle(ctx context.Context, args json.RawMessage) (any, error) {
 	case errors.As(err, &ee) && ee.ExitCode() == 1: // no reply
 		return map[string]any{"host": a.Host, "reachable": false, "output": out.String()}, nil
 	default:
-		return nil, fmt.Errorf("%w: %s: %v: %s", ErrFailed, p.Program, err, strings.TrimSpace(out.String()))
+		return nil, fmt.Errorf("%w: %s: %w: %s", ErrFailed, p.Program, err, strings.TrimSpace(out.String()))
 	}
 }
 
@@ -154,7 +155,7 @@ func (e *Exec) Handle(ctx context.Context, args json.RawMessage) (any, error) {
 	argv := append(append([]string(nil), al.Argv...), a.Args...)
 	out, cut, err := collect.RunProgram(ctx, argv, al.Timeout, al.MaxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFailed, err)
+		return nil, fmt.Errorf("%w: %w", ErrFailed, err)
 	}
 	return map[string]any{"stdout": out, "truncated": cut}, nil
 }

@@ -140,7 +140,7 @@ func decode(args json.RawMessage, v any) error {
 	dec := json.NewDecoder(bytesReader(args))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func connect3(ctx context.Context, cfg Config, handler func(Message)) (*session3
 			refused = refused || errors.Is(err, e)
 		}
 		if refused {
-			return nil, fmt.Errorf("%w: MQTT 3.1.1 CONNACK: %v", ErrRefused, err)
+			return nil, fmt.Errorf("%w: MQTT 3.1.1 CONNACK: %w", ErrRefused, err)
 		}
 		return nil, fmt.Errorf("MQTT 3.1.1 connect: %w", err)
 	}

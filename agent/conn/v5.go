@@ -84,7 +84,7 @@ func connect5(ctx context.Context, cfg Config, handler func(Message)) (*session5
 		if cfg.Protocol == Auto && closedBeforeConnack(err) {
 			// A 3.1.1 server answers a level-5 CONNECT by closing, or with
 			// a 3.1.1 CONNACK that does not parse as MQTT 5.
-			return nil, fmt.Errorf("%w: %v", ErrProtocolVersion, err)
+			return nil, fmt.Errorf("%w: %w", ErrProtocolVersion, err)
 		}
 		return nil, fmt.Errorf("MQTT 5 connect: %w", err)
 	}

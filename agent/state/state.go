@@ -118,7 +118,7 @@ var ErrApply = errors.New("apply failed")
 func (p *Program) Apply(ctx context.Context, key string, value any) (any, error) {
 	in, err := json.Marshal(value)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode value: %v", ErrApply, err)
+		return nil, fmt.Errorf("%w: encode value: %w", ErrApply, err)
 	}
 	timeout := p.Timeout
 	if timeout == 0 {
@@ -126,6 +126,7 @@ func (p *Program) Apply(ctx context.Context, key string, value any) (any, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	//nolint:gosec // G204: argv is the operator's configuration; the key is one argument, never shell-parsed
 	cmd := exec.CommandContext(ctx, p.Argv[0], append(append([]string(nil), p.Argv[1:]...), key)...)
 	cmd.Stdin = bytes.NewReader(in)
 	var out bytes.Buffer
@@ -136,7 +137,7 @@ func (p *Program) Apply(ctx context.Context, key string, value any) (any, error)
 		if len(msg) > 512 {
 			msg = msg[len(msg)-512:]
 		}
-		return nil, fmt.Errorf("%w: %s %s: %v: %s", ErrApply, p.Argv[0], key, err, msg)
+		return nil, fmt.Errorf("%w: %s %s: %w: %s", ErrApply, p.Argv[0], key, err, msg)
 	}
 	return value, nil
 }
