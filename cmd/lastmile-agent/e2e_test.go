@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,8 +200,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 // checkOrder verifies a stream of sequence numbers from first: each record
 // arrives, in order; a repeat of an earlier number is a duplicate (QoS 1
 // redelivery), counted; a gap is a loss.
-func checkOrder(t *testing.T, msgs []received, upTo uint64) (dups int) {
-	t.Helper()
+func checkOrder(msgs []received, upTo uint64) (dups int, err error) {
 	next := uint64(1)
 	for _, m := range msgs {
 		switch {
@@ -209,13 +209,41 @@ func checkOrder(t *testing.T, msgs []received, upTo uint64) (dups int) {
 		case m.Seq < next:
 			dups++
 		default:
-			t.Fatalf("lost records %d..%d (got %d next)", next, m.Seq-1, m.Seq)
+			return dups, fmt.Errorf("lost records %d..%d (got %d next)", next, m.Seq-1, m.Seq)
 		}
 	}
 	if next <= upTo {
-		t.Fatalf("received up to seq %d, want at least %d", next-1, upTo)
+		return dups, fmt.Errorf("received up to seq %d, want at least %d", next-1, upTo)
 	}
-	return dups
+	return dups, nil
+}
+
+func TestCheckOrder(t *testing.T) {
+	t.Parallel()
+	seqs := func(s ...uint64) []received {
+		var out []received
+		for _, n := range s {
+			out = append(out, received{Seq: n})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		in   []received
+		upTo uint64
+		dups int
+		ok   bool
+	}{
+		{seqs(1, 2, 3), 3, 0, true},
+		{seqs(1, 2, 2, 3, 1), 3, 2, true}, // redeliveries
+		{seqs(1, 3), 3, 0, false},         // a loss
+		{seqs(2, 3), 3, 0, false},         // the first is lost
+		{seqs(1, 2), 3, 0, false},         // the tail is lost
+	} {
+		dups, err := checkOrder(c.in, c.upTo)
+		if (err == nil) != c.ok || (c.ok && dups != c.dups) {
+			t.Errorf("checkOrder(%v, %d) = %d, %v", c.in, c.upTo, dups, err)
+		}
+	}
 }
 
 // outage returns the length of the weak-network test's outage: 8s in
@@ -234,10 +262,25 @@ func outage(t *testing.T) time.Duration {
 // TestWeakNetwork: between agent and platform a userspace proxy adds
 // latency, then blackholes the link (the agent must notice by itself),
 // then cuts it; the agent keeps producing telemetry and is restarted in
-// the middle of the outage. After the link returns every message arrives,
-// in order; duplicates only as QoS 1 allows, counted.
+// the middle of the outage: by systemd (SIGTERM), or after a crash
+// (SIGKILL). After the link returns every message arrives, in order;
+// duplicates only as QoS 1 allows, counted.
 func TestWeakNetwork(t *testing.T) {
 	t.Parallel()
+	t.Run("restart", func(t *testing.T) {
+		t.Parallel()
+		testWeakNetwork(t, func(p *process) { p.stop(t) })
+	})
+	t.Run("crash", func(t *testing.T) {
+		t.Parallel()
+		testWeakNetwork(t, func(p *process) {
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.exited
+		})
+	})
+}
+
+func testWeakNetwork(t *testing.T, restart func(*process)) {
 	out := outage(t)
 	pl := startPlatform(t)
 	tm := pl.subscribe(t, "oss", "tele/gw-weak/#")
@@ -268,7 +311,7 @@ status: {interval: 1s}
 	before := len(tm.list())
 	time.Sleep(out / 2) // the outage itself is the scenario, not a wait for a condition
 	proxy.SetMode(netem.Cut)
-	a.stop(t)
+	restart(a)
 	a = startAgent(t, cfgPath)
 	time.Sleep(out / 2)
 	if n := len(tm.list()); n > before+2 {
@@ -301,7 +344,10 @@ status: {interval: 1s}
 		t.Fatalf("only %d messages produced during a %s outage arrived", produced, out)
 	}
 	last := msgs[len(msgs)-1].Seq
-	dups := checkOrder(t, msgs, last)
+	dups, err := checkOrder(msgs, last)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("%d messages, seq 1..%d, %d produced during the outage, %d duplicates (QoS 1 redelivery)", len(msgs), last, produced, dups)
 	if !strings.Contains(a.logText(), "offline buffer recovered") {
 		t.Error("the restarted agent did not recover a non-empty buffer")

@@ -154,10 +154,16 @@ access:
         - {action: subscribe, effect: allow, topics: ["tele/+/#"]}
 `
 
-func startPlatform(t *testing.T) *platform {
+func startPlatform(t *testing.T, extra ...string) *platform {
+	t.Helper()
+	return startPlatformWith(t, "", extra...)
+}
+
+// startPlatformWith adds YAML to the configuration file and flags.
+func startPlatformWith(t *testing.T, yaml string, extra ...string) *platform {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "lastmile.yaml")
-	if err := os.WriteFile(cfg, []byte(readerRole), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(readerRole+yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pl := &platform{}
@@ -170,14 +176,14 @@ func startPlatform(t *testing.T) *platform {
 		var rec map[string]any
 		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
 			pl.addrs = map[string]string{}
-			for _, k := range []string{"mqtt", "http"} {
+			for _, k := range []string{"mqtt", "mqtt_tls", "http"} {
 				if v, ok := rec[k].(string); ok {
 					pl.addrs[k] = v
 				}
 			}
 		}
-	}, platformBin, "serve", "--config", cfg, "--data-dir", t.TempDir(), "--node-name", "e2e",
-		"--mqtt-addr", "127.0.0.1:0", "--ws-addr", "", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json")
+	}, platformBin, append([]string{"serve", "--config", cfg, "--data-dir", t.TempDir(), "--node-name", "e2e",
+		"--mqtt-addr", "127.0.0.1:0", "--ws-addr", "", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
 	waitFor(t, 30*time.Second, "the platform to listen", func() bool {
 		if !pl.running() {
 			t.Fatalf("platform exited: %v\n%s", pl.err, pl.logText())
