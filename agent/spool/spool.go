@@ -112,8 +112,9 @@ type Stats struct {
 	// Queued and Bytes count the records not yet acknowledged.
 	Queued int
 	Bytes  int64
-	// Dropped counts records discarded by the full policy or as too large,
-	// since the spool was created (it survives restarts).
+	// Dropped counts records discarded by the full policy, as too large, or
+	// because the disk refused them, since the spool was created (it
+	// survives restarts).
 	Dropped uint64
 	// Corrupt counts bytes of damaged segments skipped on Open.
 	Corrupt int64
@@ -336,22 +337,20 @@ func (s *Spool) Append(topic string, payload []byte, ts time.Time) (uint64, erro
 		return 0, err
 	}
 	if err := s.rollIfNeeded(size); err != nil {
+		s.lost()
 		return 0, err
 	}
 	seg := s.segs[len(s.segs)-1]
 	if _, err := s.w.Write(s.buf); err != nil {
-		// A partial write is cut off on the next Open; start a new segment
-		// so later records do not follow the damage.
-		_ = s.w.Close()
-		s.w = nil
-		return 0, fmt.Errorf("spool: append: %w", err)
-	}
-	if s.cfg.Sync == SyncAlways {
-		if err := s.w.Sync(); err != nil {
-			return 0, fmt.Errorf("spool: fsync: %w", err)
+		// Disk full or failing. Cut the partial record off and keep going
+		// in this segment; if even that fails, the next append starts a new
+		// segment, and Open skips the damage.
+		if terr := s.w.Truncate(seg.size); terr != nil {
+			_ = s.w.Close()
+			s.w = nil
 		}
-	} else {
-		s.dirty = true
+		s.lost()
+		return 0, fmt.Errorf("spool: append: %w", err)
 	}
 	seg.recs = append(seg.recs, recMeta{seq: r.Seq, off: seg.size, size: int(size)})
 	seg.size += size
@@ -359,7 +358,20 @@ func (s *Spool) Append(topic string, payload []byte, ts time.Time) (uint64, erro
 	s.queued++
 	s.bytes += size
 	s.signal()
+	if s.cfg.Sync != SyncAlways {
+		s.dirty = true
+	} else if err := s.w.Sync(); err != nil {
+		// Written but perhaps not durable: it stays queued and will be
+		// delivered; the caller learns that durability failed.
+		return r.Seq, fmt.Errorf("spool: fsync: %w", err)
+	}
 	return r.Seq, nil
+}
+
+// lost counts a record that could not be stored.
+func (s *Spool) lost() {
+	s.dropped++
+	_ = s.writeState()
 }
 
 // rollIfNeeded starts a new segment when there is none, the current one is
@@ -379,6 +391,11 @@ func (s *Spool) rollIfNeeded(size int64) error {
 		s.w = nil
 	}
 	path := filepath.Join(s.cfg.Dir, segmentName(s.next))
+	if n := len(s.segs); n > 0 && s.segs[n-1].path == path {
+		// The last segment starts at the record that failed to go in:
+		// it holds nothing else, so start it over.
+		s.segs = s.segs[:n-1]
+	}
 	w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: new segment: %w", err)
