@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,6 +257,10 @@ func readSecret(value, file string) (string, error) {
 	if file == "" {
 		return value, nil
 	}
-	c := config.Config{Credentials: config.CredentialsConfig{PasswordFile: file}}
-	return c.Password()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimRight(line, "\r"), nil
 }

@@ -666,5 +666,6 @@ func (c *Config) Password() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("credentials.password_file: %w", err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	line, _, _ := strings.Cut(string(b), "\n") // the first line: editors add a newline
+	return strings.TrimRight(line, "\r"), nil
 }
