@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -28,7 +29,9 @@ func connect5(ctx context.Context, cfg Config, handler func(Message)) (*session5
 	}
 	s := &session5{}
 	s.c = paho.NewClient(paho.ClientConfig{
-		Conn:     nc,
+		// A packet is several writes; tls.Conn does not keep them
+		// together when the pinger, an ack and a publish write at once.
+		Conn:     packets.NewThreadSafeConn(nc),
 		ClientID: cfg.ClientID,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
