@@ -353,3 +353,80 @@ status: {interval: 1s}
 		t.Error("the restarted agent did not recover a non-empty buffer")
 	}
 }
+
+// TestFullBufferLossIsReported: offline with a small buffer, drop_oldest
+// discards the oldest telemetry; after the link returns the gap in seq and
+// the status stream's dropped count report the loss, and what is left
+// arrives in order.
+func TestFullBufferLossIsReported(t *testing.T) {
+	t.Parallel()
+	pl := startPlatform(t)
+	tm := pl.subscribe(t, "oss", "tele/gw-full/#")
+	proxy, err := netem.New(pl.addr("mqtt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.SetMode(netem.Cut)
+	dir := t.TempDir()
+	secret := pl.createDevice(t, "gw-full")
+	cfg := baseConfig(t, dir, "gw-full", secret, proxy.Addr(), "auto") + `
+collectors:
+  - {stream: big, interval: 1s, command: {argv: [seq, "1", "150"]}}
+  - {stream: big2, interval: 1s, command: {argv: [seq, "1", "150"]}}
+status: {interval: 1s}
+`
+	cfg = strings.Replace(cfg, "buffer:\n", "buffer:\n  max_bytes: 4096\n  segment_bytes: 1024\n  when_full: drop_oldest\n", 1)
+	a := startAgent(t, agentConfig(t, dir, cfg))
+	waitFor(t, 30*time.Second, "the buffer to overflow", func() bool { return overflowed(dir) >= 3 })
+	proxy.SetMode(netem.Up)
+	var dropped float64
+	waitFor(t, 30*time.Second, "a status message reporting the loss", func() bool {
+		for _, m := range tm.list() {
+			if m.Topic != "tele/gw-full/agent/status" {
+				continue
+			}
+			var s struct {
+				Buffer struct {
+					Dropped float64 `json:"dropped"`
+				} `json:"buffer"`
+			}
+			_ = json.Unmarshal(m.Data, &s)
+			dropped = max(dropped, s.Buffer.Dropped)
+		}
+		return dropped > 0
+	})
+	a.stop(t)
+	msgs := tm.list()
+	if _, err := checkOrder(msgs, 1); err == nil {
+		t.Fatal("no gap in seq although the buffer dropped records")
+	}
+	var last uint64
+	for _, m := range msgs {
+		if m.Seq <= last {
+			t.Fatalf("out of order: %d after %d", m.Seq, last)
+		}
+		last = m.Seq
+	}
+	missing := last - uint64(len(msgs))
+	t.Logf("%d received, seq up to %d, %d missing, status reports %v dropped", len(msgs), last, missing, dropped)
+	// A status message counts the drops up to when it was taken; every drop
+	// is a missing seq.
+	if dropped > float64(missing) {
+		t.Fatalf("%d missing records, but %v reported dropped", missing, dropped)
+	}
+}
+
+// overflowed returns the drop count in the agent's buffer state file
+// (head 8 bytes, dropped 8 bytes, CRC; big endian).
+func overflowed(dir string) uint64 {
+	b, err := os.ReadFile(filepath.Join(dir, "buffer", "state"))
+	if err != nil || len(b) != 20 {
+		return 0
+	}
+	var dropped uint64
+	for _, c := range b[8:16] {
+		dropped = dropped<<8 | uint64(c)
+	}
+	return dropped
+}
