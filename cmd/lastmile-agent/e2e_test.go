@@ -263,24 +263,24 @@ func outage(t *testing.T) time.Duration {
 // latency, then blackholes the link (the agent must notice by itself),
 // then cuts it; the agent keeps producing telemetry and is restarted in
 // the middle of the outage: by systemd (SIGTERM), or after a crash
-// (SIGKILL). After the link returns every message arrives, in order;
-// duplicates only as QoS 1 allows, counted.
+// (SIGKILL), the latter over MQTT 3.1.1. After the link returns every
+// message arrives, in order; duplicates only as QoS 1 allows, counted.
 func TestWeakNetwork(t *testing.T) {
 	t.Parallel()
 	t.Run("restart", func(t *testing.T) {
 		t.Parallel()
-		testWeakNetwork(t, func(p *process) { p.stop(t) })
+		testWeakNetwork(t, "auto", func(p *process) { p.stop(t) })
 	})
 	t.Run("crash", func(t *testing.T) {
 		t.Parallel()
-		testWeakNetwork(t, func(p *process) {
+		testWeakNetwork(t, "3.1.1", func(p *process) {
 			_ = p.cmd.Process.Signal(syscall.SIGKILL)
 			<-p.exited
 		})
 	})
 }
 
-func testWeakNetwork(t *testing.T, restart func(*process)) {
+func testWeakNetwork(t *testing.T, protocol string, restart func(*process)) {
 	out := outage(t)
 	pl := startPlatform(t)
 	tm := pl.subscribe(t, "oss", "tele/gw-weak/#")
@@ -293,7 +293,7 @@ func testWeakNetwork(t *testing.T, restart func(*process)) {
 
 	dir := t.TempDir()
 	secret := pl.createDevice(t, "gw-weak")
-	cfg := baseConfig(t, dir, "gw-weak", secret, proxy.Addr(), "auto") + `
+	cfg := baseConfig(t, dir, "gw-weak", secret, proxy.Addr(), protocol) + `
 collectors:
   - {stream: a, interval: 1s, command: {argv: [date, +%s%N]}}
   - {stream: b, interval: 1s, command: {argv: [date, +%s%N]}}
