@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/lastmile-dm/lastmile/agent/conn"
@@ -91,8 +90,7 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 		return nil, err
 	}
 	sctx, cancelSession := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	s, err := conn.Connect(ctx, cfg, func(m conn.Message) { a.route(sctx, &wg, m) })
+	s, err := conn.Connect(ctx, cfg, func(m conn.Message) { a.route(sctx, m) })
 	if err != nil {
 		cancelSession()
 		return nil, err
@@ -131,16 +129,13 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 	return s, nil
 }
 
-// route hands a message to the capability whose filter matches it.
-func (a *Agent) route(ctx context.Context, wg *sync.WaitGroup, m conn.Message) {
+// route hands a message to the capability whose filter matches it, on its
+// own goroutine: the session's reader must not wait for a command.
+func (a *Agent) route(ctx context.Context, m conn.Message) {
 	for _, c := range a.cfg.Capabilities {
 		for _, f := range c.Filters(a.cfg.File.DeviceID) {
 			if topic.Match(f, m.Topic) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					c.Handle(ctx, m, a)
-				}()
+				go c.Handle(ctx, m, a)
 				return
 			}
 		}
