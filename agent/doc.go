@@ -23,8 +23,16 @@
 // Capabilities are the device-management features bound to the platform's
 // topic contract: each declares the filters it needs, is told about every
 // (re)connection, and gets the messages on its filters. The connect loop
-// knows nothing about them. A config-apply capability with commit-confirmed
-// rollback fits the same shape: it applies a configuration, arms a timer,
-// and on expiry restores the previous one and asks the loop to reconnect
-// (Agent.Reconnect) with the restored settings (Agent.SetServer).
+// knows nothing about them.
+//
+// A config-apply capability with commit-confirmed rollback fits the same
+// shape: on a config message it keeps the previous configuration, applies
+// the new one through its handler (and, if the configuration moves the
+// connection, Agent.SetServer + Agent.Reconnect), then arms a timer
+// (default 120 s, on the same injected clock as the backoff). Connected
+// tells it the agent is back; the platform's confirmation on its filter
+// disarms the timer and it reports "applied". On expiry it restores the
+// previous configuration, SetServer/Reconnect with the previous settings
+// (Reconnect also cuts a backoff wait short), and reports "rolled_back"
+// with the reason once Connected fires again.
 package agent
