@@ -230,7 +230,12 @@ func TestReconnectFollowsTheClock(t *testing.T) {
 type testShadow struct{}
 
 func (testShadow) DeltaFilters(id string) []string {
-	return []string{topic.Platform(id, "shadow", "update", "delta")}
+	return []string{topic.Platform(id, "shadow", "update", "delta"), topic.Platform(id, "shadow", "get", "accepted")}
+}
+
+// SyncRequest asks for the document; its answer carries the delta.
+func (testShadow) SyncRequest(id string) (conn.Outgoing, bool) {
+	return conn.Outgoing{Topic: topic.Platform(id, "shadow", "get"), Payload: []byte("{}"), QoS: 1}, true
 }
 
 func (testShadow) DecodeDelta(_ string, m conn.Message) (map[string]any, bool, error) {
@@ -277,10 +282,24 @@ func TestShadowCapability(t *testing.T) {
 	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
 		t.Fatal(err)
 	}
+	gets := make(chan struct{}, 10)
+	getter, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform-get"}, func(conn.Message) { gets <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer getter.Close()
+	if err := getter.Subscribe(ctx, topic.Platform("gw1", "shadow", "get")); err != nil {
+		t.Fatal(err)
+	}
 	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
 	first := <-reports
 	if rep := first["state"].(map[string]any)["reported"].(map[string]any); rep["agent_version"] != "v9" || rep["interfaces"] == nil {
 		t.Fatalf("first report: %v", first)
+	}
+	select {
+	case <-gets:
+	case <-ctx.Done():
+		t.Fatal("no sync request after the report")
 	}
 	if err := plat.Publish(ctx, conn.Outgoing{Topic: topic.Platform("gw1", "shadow", "update", "delta"), QoS: 1,
 		Payload: []byte(`{"state":{"wifi":{"ssid":"lab","bad":1},"unknown":true}}`)}); err != nil {

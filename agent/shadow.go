@@ -17,6 +17,10 @@ type ShadowContract interface {
 	// DeltaFilters are the filters the device subscribes to (the delta
 	// topic; a contract may add the answer to a "get").
 	DeltaFilters(deviceID string) []string
+	// SyncRequest is published after the report on every connection, when
+	// ok: e.g. a shadow "get" whose answer carries the delta that built up
+	// while the device was offline (DecodeDelta then reads that answer).
+	SyncRequest(deviceID string) (m conn.Outgoing, ok bool)
 	// DecodeDelta reads a message on those filters. ok is false for a
 	// message that carries no delta to apply (e.g. an accepted report).
 	DecodeDelta(deviceID string, m conn.Message) (delta map[string]any, ok bool, err error)
@@ -52,9 +56,17 @@ func (s *Shadow) log() *slog.Logger {
 	return s.Logger
 }
 
-// Connected reports the full device state.
+// Connected reports the full device state, then asks for what changed
+// while the device was away.
 func (s *Shadow) Connected(ctx context.Context, p Publisher, _ conn.Protocol) {
 	s.report(ctx, p, s.Reporter.Reported(), nil)
+	if m, ok := s.Contract.SyncRequest(s.DeviceID); ok {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.Publish(pctx, m); err != nil {
+			s.log().Warn("shadow sync request not delivered", "err", err)
+		}
+	}
 }
 
 // Handle applies a delta and reports the outcome.
