@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on Debian/Ubuntu: redis-server,
-# mosquitto and its clients, snmpd/snmp. As root it uses apt; otherwise it
+# mosquitto and its clients, snmpd/snmp, ping. As root it uses apt; otherwise it
 # says what is missing and how to install it.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v mosquitto_pub  >/dev/null || need+=(mosquitto-clients)
 command -v mosquitto      >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v snmpd          >/dev/null || [ -x /usr/sbin/snmpd ] || need+=(snmpd)
 command -v snmpget        >/dev/null || need+=(snmp)
+command -v ping           >/dev/null || need+=(iputils-ping)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

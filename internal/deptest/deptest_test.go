@@ -97,3 +97,18 @@ func TestRulesBite(t *testing.T) {
 		t.Fatal("broker does not depend on mochi: the dependency listing is broken")
 	}
 }
+
+// TestAgentRuleApplies proves the agent's rule checks a real dependency
+// list: the agent binary exists and links its MQTT client, so a forbidden
+// import would show up in the same list.
+func TestAgentRuleApplies(t *testing.T) {
+	t.Parallel()
+	pkgs := list(t, module+"/cmd/lastmile-agent")
+	found := false
+	for _, d := range pkgs[0].Deps {
+		found = found || d == "github.com/eclipse/paho.golang/paho"
+	}
+	if !found {
+		t.Fatal("cmd/lastmile-agent does not list paho.golang among its dependencies: the agent rule checks nothing")
+	}
+}

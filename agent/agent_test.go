@@ -1,0 +1,346 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-dm/lastmile/agent/backoff"
+	"github.com/lastmile-dm/lastmile/agent/command"
+	"github.com/lastmile-dm/lastmile/agent/config"
+	"github.com/lastmile-dm/lastmile/agent/conn"
+	"github.com/lastmile-dm/lastmile/agent/state"
+	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/internal/netem"
+)
+
+// mosquitto starts a real broker on a free port.
+func mosquitto(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		t.Skip("mosquitto not installed (make test-deps)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	path := filepath.Join(t.TempDir(), "m.conf")
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n", port)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("mosquitto", "-c", path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testContract is a command contract for these tests only: requests on
+// $dm/{id}/cmd/{name} with the MQTT 5 response topic and correlation data;
+// the platform's contract (dm/topic/command.go) replaces it in the binary.
+type testContract struct{}
+
+func (testContract) RequestFilter(id string) string { return topic.Platform(id, "cmd", "+") }
+
+func (testContract) DecodeRequest(id string, m conn.Message) (command.Request, Reply, error) {
+	reply := Reply{Topic: m.ResponseTopic, CorrelationData: m.CorrelationData}
+	name := strings.TrimPrefix(m.Topic, topic.Platform(id, "cmd")+"/")
+	if !json.Valid(m.Payload) && len(m.Payload) > 0 {
+		return command.Request{}, reply, errors.New("payload is not JSON")
+	}
+	return command.Request{Name: name, Args: m.Payload}, reply, nil
+}
+
+func (testContract) EncodeResponse(_ string, r Reply, resp command.Response) (conn.Outgoing, error) {
+	b, err := json.Marshal(resp)
+	return conn.Outgoing{Topic: r.Topic, Payload: b, QoS: 1, CorrelationData: r.CorrelationData}, err
+}
+
+func newAgent(t *testing.T, addr string, caps ...Capability) (*Agent, context.CancelFunc, chan error) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: %q, keepalive: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 50ms, max_delay: 200ms}\nbuffer: {dir: %q}\nstatus: {interval: 1s}\n", addr, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Capabilities: caps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a, cancel, done
+}
+
+// TestCommandsCapability: a requester on a real broker sends commands to
+// the running agent and gets answers on its response topic, correlated.
+func TestCommandsCapability(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	d := command.NewDispatcher()
+	_ = d.Register("exec", &command.Exec{Allow: map[string]command.Allowed{"hi": {Argv: []string{"echo", "hi"}, Timeout: 5 * time.Second, MaxBytes: 100}}})
+	newAgent(t, addr, &Commands{DeviceID: "gw1", Contract: testContract{}, Dispatcher: d})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	answers := map[string]command.Response{}
+	req, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform", Protocol: conn.MQTT5}, func(m conn.Message) {
+		var r command.Response
+		if err := json.Unmarshal(m.Payload, &r); err != nil {
+			t.Errorf("answer is not JSON: %q", m.Payload)
+		}
+		mu.Lock()
+		answers[string(m.CorrelationData)] = r
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.Close()
+	if err := req.Subscribe(ctx, "replies/#"); err != nil {
+		t.Fatal(err)
+	}
+	// The agent subscribes after connecting: resend until it answers.
+	send := func(corr, name, args string) {
+		p := &pubWithResponse{s: req}
+		waitFor(t, func() bool {
+			mu.Lock()
+			_, ok := answers[corr]
+			mu.Unlock()
+			if !ok {
+				_ = p.publish(ctx, topic.Platform("gw1", "cmd", name), "replies/"+corr, corr, args)
+				time.Sleep(50 * time.Millisecond)
+			}
+			return ok
+		})
+	}
+	send("c1", "exec", `{"name":"hi"}`)
+	send("c2", "exec", `{"name":"rm"}`)
+	send("c3", "reboot", ``)
+	send("c4", "exec", `{not json`)
+	mu.Lock()
+	defer mu.Unlock()
+	if r := answers["c1"]; r.Status != command.StatusOK || !strings.Contains(fmt.Sprint(r.Result), "hi") {
+		t.Errorf("c1: %+v", r)
+	}
+	if r := answers["c2"]; r.Code != command.CodeNotAllowed {
+		t.Errorf("c2: %+v", r)
+	}
+	if r := answers["c3"]; r.Code != command.CodeUnknownCommand {
+		t.Errorf("c3 (reboot not registered): %+v", r)
+	}
+	if r := answers["c4"]; r.Code != command.CodeBadRequest {
+		t.Errorf("c4: %+v", r)
+	}
+}
+
+// pubWithResponse publishes a request with MQTT 5 response properties.
+type pubWithResponse struct{ s conn.Session }
+
+func (p *pubWithResponse) publish(ctx context.Context, t, responseTopic, corr, payload string) error {
+	return p.s.Publish(ctx, conn.Outgoing{Topic: t, Payload: []byte(payload), QoS: 1, CorrelationData: []byte(corr), ResponseTopic: responseTopic})
+}
+
+// TestReconnectFollowsTheClock: after a failed connect the agent waits for
+// its backoff on the injected clock, and only then tries again.
+func TestReconnectFollowsTheClock(t *testing.T) {
+	t.Parallel()
+	broker := mosquitto(t)
+	proxy, err := netem.New(broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	proxy.SetMode(netem.Cut)
+
+	clock := backoff.NewManualClock(time.Unix(0, 0))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: %q, keepalive: 2s, connect_timeout: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 10s, max_delay: 40s, jitter: 0}\nbuffer: {dir: %q}\nstatus: {interval: 1s}\n", proxy.Addr(), t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Two failures: waits of 10s and then 20s on the manual clock.
+	for _, d := range []time.Duration{10 * time.Second, 20 * time.Second} {
+		waitFor(t, func() bool { return clock.Waiters() == 1 })
+		clock.Advance(d - time.Millisecond)
+		if clock.Waiters() != 1 {
+			t.Fatalf("the agent stopped waiting before %s", d)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	// The link returns, but nothing happens until the 40s wait is over.
+	waitFor(t, func() bool { return clock.Waiters() == 1 })
+	proxy.SetMode(netem.Up)
+	if a.connects.Load() != 0 {
+		t.Fatal("connected while cut")
+	}
+	clock.Advance(40 * time.Second)
+	waitFor(t, func() bool { return a.connects.Load() == 1 })
+	// Telemetry collected while cut is drained.
+	waitFor(t, func() bool { return a.Status().Buffer.Queued == 0 && a.published.Load() > 0 })
+}
+
+// testShadow is a shadow contract for these tests only: deltas on
+// $dm/{id}/shadow/update/delta as {"state": {...}}, reports to
+// $dm/{id}/shadow/update as {"state":{"reported":...},"errors":...}.
+type testShadow struct{}
+
+func (testShadow) DeltaFilters(id string) []string {
+	return []string{topic.Platform(id, "shadow", "update", "delta"), topic.Platform(id, "shadow", "get", "accepted")}
+}
+
+// SyncRequest asks for the document; its answer carries the delta.
+func (testShadow) SyncRequest(id string) (conn.Outgoing, bool) {
+	return conn.Outgoing{Topic: topic.Platform(id, "shadow", "get"), Payload: []byte("{}"), QoS: 1}, true
+}
+
+func (testShadow) DecodeDelta(_ string, m conn.Message) (map[string]any, bool, error) {
+	var d struct {
+		State map[string]any `json:"state"`
+	}
+	if err := json.Unmarshal(m.Payload, &d); err != nil {
+		return nil, false, err
+	}
+	return d.State, true, nil
+}
+
+func (testShadow) EncodeReport(id string, reported map[string]any, errs map[string]string) (conn.Outgoing, error) {
+	b, err := json.Marshal(map[string]any{"state": map[string]any{"reported": reported}, "errors": errs})
+	return conn.Outgoing{Topic: topic.Platform(id, "shadow", "update"), Payload: b, QoS: 1}, err
+}
+
+// TestShadowCapability: the agent reports its state on connect, applies a
+// delta through a real program and reports the result and the failures.
+func TestShadowCapability(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "apply")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = wifi.bad ] && { echo nope >&2; exit 1; }\ncat > /dev/null\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var ap state.Applier
+	if err := ap.Register("wifi.", &state.Program{Argv: []string{script}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reports := make(chan map[string]any, 10)
+	plat, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform"}, func(m conn.Message) {
+		var r map[string]any
+		_ = json.Unmarshal(m.Payload, &r)
+		reports <- r
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plat.Close()
+	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
+		t.Fatal(err)
+	}
+	gets := make(chan struct{}, 10)
+	getter, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform-get"}, func(conn.Message) { gets <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer getter.Close()
+	if err := getter.Subscribe(ctx, topic.Platform("gw1", "shadow", "get")); err != nil {
+		t.Fatal(err)
+	}
+	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
+	first := <-reports
+	if rep := first["state"].(map[string]any)["reported"].(map[string]any); rep["agent_version"] != "v9" || rep["interfaces"] == nil {
+		t.Fatalf("first report: %v", first)
+	}
+	select {
+	case <-gets:
+	case <-ctx.Done():
+		t.Fatal("no sync request after the report")
+	}
+	if err := plat.Publish(ctx, conn.Outgoing{Topic: topic.Platform("gw1", "shadow", "update", "delta"), QoS: 1,
+		Payload: []byte(`{"state":{"wifi":{"ssid":"lab","bad":1},"unknown":true}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-reports:
+		rep := r["state"].(map[string]any)["reported"].(map[string]any)
+		errs := r["errors"].(map[string]any)
+		if rep["wifi"].(map[string]any)["ssid"] != "lab" || !strings.Contains(fmt.Sprint(errs["wifi.bad"]), "nope") || errs["unknown"] == nil {
+			t.Fatalf("report after delta: %v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no report after the delta")
+	}
+}
+
+// TestReconnectUsesNewServer: SetServer and Reconnect (what a config-apply
+// capability does) move a disconnected agent to another server at once,
+// without waiting out its backoff.
+func TestReconnectUsesNewServer(t *testing.T) {
+	t.Parallel()
+	good := mosquitto(t)
+	clock := backoff.NewManualClock(time.Unix(0, 0))
+	cfg, err := config.Parse([]byte(fmt.Sprintf("device_id: gw1\nserver: {address: \"127.0.0.1:1\", connect_timeout: 2s}\ncredentials: {password: x}\n"+
+		"reconnect: {min_delay: 1h, max_delay: 1h}\nbuffer: {dir: %q}\n", t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{File: cfg, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return clock.Waiters() == 1 }) // waiting an hour
+	s := cfg.Server
+	s.Address = good
+	a.SetServer(s)
+	a.Reconnect()
+	waitFor(t, func() bool { return a.connects.Load() == 1 })
+}
