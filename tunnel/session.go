@@ -16,7 +16,7 @@ const (
 	// may send before the reader consumes them. It bounds memory per stream
 	// and, with the round trip, throughput (docs/tunnel.md).
 	DefaultWindow      = 512 << 10
-	DefaultMaxStreams  = 32
+	DefaultMaxStreams  = 16
 	DefaultIdleTimeout = 15 * time.Minute
 	DefaultMaxLifetime = 8 * time.Hour
 	// maxControlQueue bounds frames queued by the receive path (resets,

@@ -23,7 +23,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultMaxSessions = 8
+	DefaultMaxSessions = 3
 	DefaultDialTimeout = 10 * time.Second
 )
 
