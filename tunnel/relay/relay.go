@@ -358,3 +358,8 @@ func (s *Session) Dial(ctx context.Context) (*tunnel.Stream, error) {
 	s.relay.cfg.Audit.Audit(ev)
 	return st, nil
 }
+
+// PublicKey returns the key agents trust to check this relay's tokens.
+func (r *Relay) PublicKey() ed25519.PublicKey {
+	return r.cfg.SigningKey.Public().(ed25519.PublicKey)
+}

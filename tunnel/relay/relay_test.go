@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -16,85 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/lastmile-dm/lastmile/broker"
-	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
-
-// devices lets device IDs in with password "pw-<id>", confined to their
-// own namespace by the real topic rules.
-type devices struct{}
-
-func (devices) Authenticate(_ context.Context, r broker.ConnectRequest) (*broker.Principal, error) {
-	id := r.Username
-	if !topic.ValidDeviceID(id) || string(r.Password) != "pw-"+id || r.ClientID != id {
-		return nil, broker.ErrBadCredentials
-	}
-	return &broker.Principal{ID: id, Kind: broker.KindDevice,
-		CanPublish:   func(t string) bool { return topic.DeviceMayPublish(id, t) },
-		CanSubscribe: func(f string) bool { return topic.DeviceMaySubscribe(id, f) },
-	}, nil
-}
-
-// platformPubSub is the broker's in-process messaging as a tunnel.PubSub
-// (the server adapts it the same way).
-type platformPubSub struct{ srv *broker.Server }
-
-func (p platformPubSub) Publish(_ context.Context, t string, qos byte, b []byte) error {
-	return p.srv.PublishMessage(broker.Message{Topic: t, QoS: qos, Payload: b})
-}
-
-func (p platformPubSub) Subscribe(f string, _ byte, h func(string, []byte)) (func(), error) {
-	return p.srv.Subscribe(f, func(m broker.Message) { h(m.Topic, m.Payload) })
-}
-
-// pahoPubSub is a real MQTT 5 client as a tunnel.PubSub, as the agent has.
-type pahoPubSub struct {
-	c  *paho.Client
-	mu sync.Mutex
-	hs map[string]func(string, []byte)
-}
-
-func (p *pahoPubSub) Publish(ctx context.Context, t string, qos byte, b []byte) error {
-	_, err := p.c.Publish(ctx, &paho.Publish{Topic: t, QoS: qos, Payload: b})
-	return err
-}
-
-func (p *pahoPubSub) Subscribe(f string, qos byte, h func(string, []byte)) (func(), error) {
-	p.mu.Lock()
-	p.hs[f] = h
-	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := p.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: qos}}}); err != nil {
-		return nil, err
-	}
-	return func() {
-		p.mu.Lock()
-		delete(p.hs, f)
-		p.mu.Unlock()
-	}, nil
-}
-
-func (p *pahoPubSub) receive(pr paho.PublishReceived) (bool, error) {
-	p.mu.Lock()
-	var hs []func(string, []byte)
-	for f, h := range p.hs {
-		if topic.Match(f, pr.Packet.Topic) {
-			hs = append(hs, h)
-		}
-	}
-	p.mu.Unlock()
-	for _, h := range hs {
-		h(pr.Packet.Topic, pr.Packet.Payload)
-	}
-	return true, nil
-}
 
 type audit struct {
 	mu     sync.Mutex
@@ -118,7 +43,7 @@ func (a *audit) has(k tunnel.EventKind, r tunnel.Reason) bool {
 	return false
 }
 
-var quiet = slog.New(slog.DiscardHandler)
+var quiet = tunneltest.Quiet
 
 type env struct {
 	relay       *relay.Relay
@@ -138,43 +63,21 @@ type opts struct {
 
 func setup(tb testing.TB, o opts) *env {
 	tb.Helper()
-	srv, err := broker.New(broker.Config{NodeName: "t", Logger: quiet, TCPAddr: "127.0.0.1:0", Authenticator: devices{}, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	srv := tunneltest.Broker(tb)
 	pub, key, _ := ed25519.GenerateKey(nil)
 	if o.wrongKey {
 		pub, _, _ = ed25519.GenerateKey(nil)
 	}
 	e := &env{platformLog: &audit{}, agentLog: &audit{}}
-	e.relay, err = relay.New(relay.Config{PubSub: platformPubSub{srv}, SigningKey: key, Audit: e.platformLog,
+	var err error
+	e.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Audit: e.platformLog,
 		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(e.relay.Shutdown)
 
-	conn, err := net.Dial("tcp", srv.Addrs()["tcp"].String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ps := &pahoPubSub{hs: map[string]func(string, []byte){}}
-	ps.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){ps.receive}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := ps.c.Connect(ctx, &paho.Connect{ClientID: "dev1", Username: "dev1", UsernameFlag: true,
-		Password: []byte("pw-dev1"), PasswordFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = ps.c.Disconnect(&paho.Disconnect{}) })
+	ps := tunneltest.Connect(tb, srv, "dev1")
 	e.ep, err = endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: ps, AllowList: o.allow, QoS: o.qos,
 		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, Window: o.window, Audit: e.agentLog, Logger: quiet})
 	if err != nil {
