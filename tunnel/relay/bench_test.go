@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
 
@@ -67,10 +68,23 @@ func BenchmarkThroughput(b *testing.B) {
 		defer func() { _ = c.Close() }()
 		bulk(b, c.(*net.TCPConn))
 	})
+	type variant struct {
+		qos     byte
+		window  uint32
+		maxData int
+	}
+	var vs []variant
 	for _, qos := range []byte{0, 1} {
 		for _, window := range []uint32{256 << 10, 512 << 10, 2 << 20} {
-			b.Run(fmt.Sprintf("tunnel-qos%d-window%dk", qos, window>>10), func(b *testing.B) {
-				e := setup(b, opts{allow: []string{target}, qos: qos, window: window})
+			vs = append(vs, variant{qos, window, tunnel.DefaultMaxData})
+		}
+	}
+	vs = append(vs, variant{0, 512 << 10, 16 << 10}, variant{0, 512 << 10, 32 << 10}, variant{0, 512 << 10, 128 << 10})
+	for _, v := range vs {
+		{
+			qos, window := v.qos, v.window
+			b.Run(fmt.Sprintf("tunnel-qos%d-window%dk-frame%dk", qos, window>>10, v.maxData>>10), func(b *testing.B) {
+				e := setup(b, opts{allow: []string{target}, qos: qos, window: window, maxData: v.maxData})
 				s, err := e.relay.Open(context.Background(), relay.OpenRequest{DeviceID: "dev1", Target: target})
 				if err != nil {
 					b.Fatal(err)

@@ -59,6 +59,11 @@ type Config struct {
 	MaxData      int           // data frame size; default tunnel.DefaultMaxData
 	MaxStreams   int           // per session; default tunnel.DefaultMaxStreams
 
+	// Connected reports whether a device is connected to this node
+	// (optional): a session to an offline device then fails at once
+	// instead of after OpenTimeout.
+	Connected func(deviceID string) bool
+
 	Audit  tunnel.Auditor // optional
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -169,6 +174,9 @@ func (r *Relay) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 	}
 	if err := ValidTarget(req.Target); err != nil {
 		return nil, err
+	}
+	if r.cfg.Connected != nil && !r.cfg.Connected(req.DeviceID) {
+		return nil, fmt.Errorf("%w: device %s is not connected", ErrNoAnswer, req.DeviceID)
 	}
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])

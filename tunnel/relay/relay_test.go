@@ -53,12 +53,14 @@ type env struct {
 }
 
 type opts struct {
-	allow      []string
-	agentIdle  time.Duration
-	window     uint32
-	wrongKey   bool
-	qos        byte
-	maxStreams int
+	allow       []string
+	agentIdle   time.Duration
+	window      uint32
+	wrongKey    bool
+	qos         byte
+	maxStreams  int
+	maxData     int
+	openTimeout time.Duration
 }
 
 func setup(tb testing.TB, o opts) *env {
@@ -71,7 +73,8 @@ func setup(tb testing.TB, o opts) *env {
 	e := &env{platformLog: &audit{}, agentLog: &audit{}}
 	var err error
 	e.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Audit: e.platformLog,
-		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, Logger: quiet})
+		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, MaxData: o.maxData, Logger: quiet,
+		Connected: srv.Connected, OpenTimeout: o.openTimeout})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -79,7 +82,7 @@ func setup(tb testing.TB, o opts) *env {
 
 	ps := tunneltest.Connect(tb, srv, "dev1")
 	e.ep, err = endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: ps, AllowList: o.allow, QoS: o.qos,
-		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, Window: o.window, Audit: e.agentLog, Logger: quiet})
+		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, Window: o.window, MaxData: o.maxData, Audit: e.agentLog, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -428,6 +431,9 @@ func TestOpenValidation(t *testing.T) {
 			t.Errorf("Open(%+v) = %v, want ErrInvalid", r, err)
 		}
 	}
+	if _, err := e.relay.Open(context.Background(), relay.OpenRequest{DeviceID: "offline", Target: "127.0.0.1:22"}); !errors.Is(err, relay.ErrNoAnswer) {
+		t.Errorf("Open to an offline device: %v, want ErrNoAnswer", err)
+	}
 	if err := e.relay.Close("nope"); !errors.Is(err, relay.ErrNotFound) {
 		t.Errorf("Close of an unknown session: %v", err)
 	}
@@ -442,4 +448,20 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestDeviceWithoutEndpointDoesNotAnswer(t *testing.T) {
+	t.Parallel()
+	srv := tunneltest.Broker(t)
+	_ = tunneltest.Connect(t, srv, "dev2") // online, but no tunnel endpoint
+	_, key, _ := ed25519.GenerateKey(nil)
+	r, err := relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Connected: srv.Connected,
+		OpenTimeout: 200 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Open(context.Background(), relay.OpenRequest{DeviceID: "dev2", Target: "127.0.0.1:22"}); !errors.Is(err, relay.ErrNoAnswer) {
+		t.Fatalf("Open to a device without endpoint: %v", err)
+	}
+	waitFor(t, "abandoned session gone", func() bool { return len(r.List()) == 0 })
 }

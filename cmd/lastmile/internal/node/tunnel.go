@@ -34,7 +34,7 @@ func (n *Node) newTunnels() (*relay.Relay, error) {
 		return nil, fmt.Errorf("tunnel.signing_key_file: %w", err)
 	}
 	return relay.New(relay.Config{
-		PubSub: brokerPubSub{n.broker}, SigningKey: key,
+		PubSub: brokerPubSub{n.broker}, SigningKey: key, Connected: n.broker.Connected,
 		IdleTimeout: c.IdleTimeout, MaxLifetime: c.MaxLifetime, OpenTimeout: c.OpenTimeout,
 		Logger: n.log.With("component", "tunnel-relay"),
 	})
