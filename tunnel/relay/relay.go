@@ -16,7 +16,10 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/dm/topic"
 	"github.com/lastmile-dm/lastmile/tunnel"
@@ -64,9 +67,10 @@ type Config struct {
 	// instead of after OpenTimeout.
 	Connected func(deviceID string) bool
 
-	Audit  tunnel.Auditor // optional
-	Logger *slog.Logger
-	Now    func() time.Time
+	Audit      tunnel.Auditor        // optional
+	Registerer prometheus.Registerer // optional: lastmile_tunnel_* metrics
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
@@ -105,8 +109,9 @@ func (c *Config) CheckAndSetDefaults() error {
 
 // Relay opens and tracks tunnel sessions. It is safe for concurrent use.
 type Relay struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -117,7 +122,11 @@ func New(cfg Config) (*Relay, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "tunnel-relay"), sessions: map[string]*Session{}}, nil
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("relay metrics: %w", err)
+	}
+	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "tunnel-relay"), metrics: m, sessions: map[string]*Session{}}, nil
 }
 
 // OpenRequest asks for a session.
@@ -147,7 +156,13 @@ type Session struct {
 	cancel  func()
 	relay   *Relay
 	closing sync.Once
+	counted atomic.Bool   // in the open-sessions gauge
+	ended   chan struct{} // closed once the session's end is recorded
 }
+
+// Ended is closed once the session has ended and its end is audited and
+// counted.
+func (s *Session) Ended() <-chan struct{} { return s.ended }
 
 // Info describes the session now.
 func (s *Session) Info() Info {
@@ -188,7 +203,7 @@ func (r *Relay) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{info: Info{ID: id, DeviceID: req.DeviceID, Target: req.Target, Principal: req.Principal, Opened: now},
-		answer: make(chan tunnel.Frame, 1), relay: r}
+		answer: make(chan tunnel.Frame, 1), relay: r, ended: make(chan struct{})}
 	down := topic.TunnelDownTopic(req.DeviceID, id)
 	log := r.log.With("device", req.DeviceID, "session", id)
 	ts, err := tunnel.NewSession(tunnel.SessionConfig{
@@ -245,15 +260,21 @@ func (r *Relay) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 			ev := r.event(s, tunnel.EventSessionReject)
 			ev.Reason, ev.Message = f.Reason, f.Message
 			r.cfg.Audit.Audit(ev)
+			r.metrics.sessions.WithLabelValues("refused").Inc()
 			log.Info("tunnel session refused by device", "target", req.Target, "reason", f.Reason, "message", f.Message)
 			return nil, fmt.Errorf("%w: %s: %w", ErrRejected, rej.Reason, rej)
 		}
 	case <-ts.Done():
+		r.metrics.sessions.WithLabelValues("no_answer").Inc()
 		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, ts.Err())
 	case <-ctx.Done():
 		s.abandon(tunnel.ReasonShutdown, "no answer")
+		r.metrics.sessions.WithLabelValues("no_answer").Inc()
 		return nil, fmt.Errorf("%w within %v", ErrNoAnswer, r.cfg.OpenTimeout)
 	}
+	r.metrics.sessions.WithLabelValues("accepted").Inc()
+	r.metrics.open.Inc()
+	s.counted.Store(true)
 	r.cfg.Audit.Audit(r.event(s, tunnel.EventSessionOpen))
 	log.Info("tunnel session open", "target", req.Target, "principal", req.Principal)
 	return s, nil
@@ -278,12 +299,20 @@ func setReason(ev *tunnel.Event, err error) {
 }
 
 func (r *Relay) closed(s *Session, e *tunnel.ReasonError, in, out int64) {
+	defer close(s.ended)
 	if s.cancel != nil {
 		s.cancel()
 	}
 	r.mu.Lock()
 	delete(r.sessions, s.info.ID)
 	r.mu.Unlock()
+	if s.counted.CompareAndSwap(true, false) {
+		reason := tunnel.ReasonNormal
+		if e != nil {
+			reason = e.Reason
+		}
+		r.metrics.sessionClosed(reason, in, out)
+	}
 	s.closing.Do(func() {
 		ev := r.event(s, tunnel.EventSessionClose)
 		ev.BytesIn, ev.BytesOut = in, out
@@ -335,7 +364,7 @@ func (r *Relay) Close(id string) error {
 		return err
 	}
 	s.Close(tunnel.ReasonClosedByUser, "")
-	<-s.Done()
+	<-s.ended
 	return nil
 }
 
@@ -356,11 +385,13 @@ func (r *Relay) Shutdown() {
 func (s *Session) Dial(ctx context.Context) (*tunnel.Stream, error) {
 	st, err := s.Open(ctx)
 	if err != nil {
+		s.relay.metrics.streams.WithLabelValues("refused").Inc()
 		ev := s.relay.event(s, tunnel.EventStreamReject)
 		setReason(&ev, err)
 		s.relay.cfg.Audit.Audit(ev)
 		return nil, err
 	}
+	s.relay.metrics.streams.WithLabelValues("opened").Inc()
 	ev := s.relay.event(s, tunnel.EventStreamOpen)
 	ev.Stream = st.ID()
 	s.relay.cfg.Audit.Audit(ev)

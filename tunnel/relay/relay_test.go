@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -46,6 +48,7 @@ func (a *audit) has(k tunnel.EventKind, r tunnel.Reason) bool {
 var quiet = tunneltest.Quiet
 
 type env struct {
+	metrics     *prometheus.Registry
 	relay       *relay.Relay
 	ep          *endpoint.Endpoint
 	platformLog *audit
@@ -70,11 +73,11 @@ func setup(tb testing.TB, o opts) *env {
 	if o.wrongKey {
 		pub, _, _ = ed25519.GenerateKey(nil)
 	}
-	e := &env{platformLog: &audit{}, agentLog: &audit{}}
+	e := &env{platformLog: &audit{}, agentLog: &audit{}, metrics: prometheus.NewRegistry()}
 	var err error
 	e.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Audit: e.platformLog,
 		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, MaxData: o.maxData, Logger: quiet,
-		Connected: srv.Connected, OpenTimeout: o.openTimeout})
+		Connected: srv.Connected, OpenTimeout: o.openTimeout, Registerer: e.metrics})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -197,6 +200,12 @@ func TestLargeTransferChecksum(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, "agent sees the close", func() bool { return e.ep.Sessions() == 0 })
+			if got := metric(t, e.metrics, "lastmile_tunnel_bytes_total", "to_device"); got != float64(n) {
+				t.Fatalf("bytes to device counted %v, want %d", got, n)
+			}
+			if got := metric(t, e.metrics, "lastmile_tunnel_sessions_open", ""); got != 0 {
+				t.Fatalf("open sessions gauge %v after close", got)
+			}
 			if !e.platformLog.has(tunnel.EventSessionOpen, 0) || !e.platformLog.has(tunnel.EventSessionClose, tunnel.ReasonClosedByUser) ||
 				!e.agentLog.has(tunnel.EventSessionOpen, 0) || !e.agentLog.has(tunnel.EventSessionClose, tunnel.ReasonClosedByUser) ||
 				!e.agentLog.has(tunnel.EventStreamOpen, 0) {
@@ -313,6 +322,9 @@ func TestTargetNotAllowedRefused(t *testing.T) {
 		t.Fatal("refusal not audited on both sides")
 	}
 	waitFor(t, "refused session gone", func() bool { return e.ep.Sessions() == 0 && len(e.relay.List()) == 0 })
+	if got := metric(t, e.metrics, "lastmile_tunnel_session_opens_total", "refused"); got != 1 {
+		t.Fatalf("refused opens counted %v", got)
+	}
 }
 
 func TestTokenFromUntrustedKeyRefused(t *testing.T) {
@@ -464,4 +476,28 @@ func TestDeviceWithoutEndpointDoesNotAnswer(t *testing.T) {
 		t.Fatalf("Open to a device without endpoint: %v", err)
 	}
 	waitFor(t, "abandoned session gone", func() bool { return len(r.List()) == 0 })
+}
+
+// metric returns the value of a metric with one label value (or none).
+func metric(t *testing.T, g prometheus.Gatherer, name, label string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != label) {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }

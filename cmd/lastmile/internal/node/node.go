@@ -134,7 +134,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	n.registry.SetKicker(deviceKicker{n.broker})
 	n.access.SetKicker(appKicker{n.broker})
 
-	if n.tunnels, err = n.newTunnels(); err != nil {
+	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
 	}
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -20,7 +21,7 @@ import (
 // through the broker's in-process platform messaging.
 
 // newTunnels builds the relay, or returns nil when tunnels are off.
-func (n *Node) newTunnels() (*relay.Relay, error) {
+func (n *Node) newTunnels(logger *slog.Logger) (*relay.Relay, error) {
 	c := n.cfg.Tunnel
 	if !c.Enabled {
 		return nil, nil
@@ -36,7 +37,7 @@ func (n *Node) newTunnels() (*relay.Relay, error) {
 	return relay.New(relay.Config{
 		PubSub: brokerPubSub{n.broker}, SigningKey: key, Connected: n.broker.Connected,
 		IdleTimeout: c.IdleTimeout, MaxLifetime: c.MaxLifetime, OpenTimeout: c.OpenTimeout,
-		Logger: n.log.With("component", "tunnel-relay"),
+		Registerer: n.metrics, Logger: logger,
 	})
 }
 
