@@ -86,7 +86,13 @@ var (
 // Connect connects device id (password "pw-<id>") to srv's TCP listener.
 func Connect(tb testing.TB, srv *broker.Server, id string) *Device {
 	tb.Helper()
-	conn, err := net.Dial("tcp", srv.Addrs()["tcp"].String())
+	return Dial(tb, srv.Addrs()["tcp"].String(), id, "pw-"+id)
+}
+
+// Dial connects device id with password to the MQTT listener at addr.
+func Dial(tb testing.TB, addr, id, password string) *Device {
+	tb.Helper()
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -95,7 +101,7 @@ func Connect(tb testing.TB, srv *broker.Server, id string) *Device {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := d.c.Connect(ctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
-		Password: []byte("pw-" + id), PasswordFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
+		Password: []byte(password), PasswordFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = d.c.Disconnect(&paho.Disconnect{}) })
