@@ -212,3 +212,56 @@ func TestFlowControlViolationResetsStream(t *testing.T) {
 		t.Fatalf("sent %+v", sent)
 	}
 }
+
+// FuzzSessionDeliver feeds a session arbitrary payloads, as a hostile peer
+// could: it must neither panic nor hang, and whatever it sends back must
+// decode.
+func FuzzSessionDeliver(f *testing.F) {
+	enc := func(fs ...Frame) []byte {
+		var out []byte
+		for _, fr := range fs {
+			b, _ := fr.Encode()
+			out = append(out, byte(len(b)>>8), byte(len(b)))
+			out = append(out, b...)
+		}
+		return out
+	}
+	f.Add(enc(Frame{Type: TypeOpen, Seq: 1, Stream: 1, Window: 10}, Frame{Type: TypeData, Seq: 2, Stream: 1, Data: []byte("hi")},
+		Frame{Type: TypeFin, Seq: 3, Stream: 1}))
+	f.Add(enc(Frame{Type: TypeData, Seq: 1, Stream: 3, Data: []byte("x")}, Frame{Type: TypeReset, Seq: 2, Stream: 3}))
+	f.Add(enc(Frame{Type: TypeOpen, Seq: 1, Stream: 1, Window: 1}, Frame{Type: TypeData, Seq: 2, Stream: 1, Data: []byte("too much")}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var mu sync.Mutex
+		var bad error
+		s, err := NewSession(SessionConfig{ID: "s", Window: 64,
+			Accept: func(st *Stream) {
+				_ = st.Accept(context.Background())
+				_, _ = io.Copy(io.Discard, st)
+			},
+			Send: func(_ context.Context, p []byte) error {
+				if _, err := Decode(p); err != nil {
+					mu.Lock()
+					bad = err
+					mu.Unlock()
+				}
+				return nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(in) >= 2 {
+			n := int(in[0])<<8 | int(in[1])
+			in = in[2:]
+			n = min(n, len(in))
+			s.Deliver(in[:n])
+			in = in[n:]
+		}
+		s.Close(ReasonShutdown, "done")
+		<-s.Done()
+		mu.Lock()
+		defer mu.Unlock()
+		if bad != nil {
+			t.Fatalf("session sent an undecodable frame: %v", bad)
+		}
+	})
+}

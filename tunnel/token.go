@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // A session token lets one platform node open one session to one target of
@@ -38,6 +39,13 @@ var (
 func SignToken(c Claims, key ed25519.PrivateKey) ([]byte, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, errors.New("tunnel: signing key is not an Ed25519 private key")
+	}
+	for _, f := range []string{c.Device, c.Session, c.Target, c.Principal} {
+		if !utf8.ValidString(f) {
+			// JSON would replace the bad bytes, and the token would no
+			// longer name what the frame names.
+			return nil, fmt.Errorf("tunnel: token claim %q is not UTF-8", f)
+		}
 	}
 	body, err := json.Marshal(c)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -175,7 +176,7 @@ func (s *Session) Info() Info {
 // ValidTarget reports whether target is a host:port a session can name.
 func ValidTarget(target string) error {
 	host, port, err := net.SplitHostPort(target)
-	if err != nil || host == "" || port == "" || len(target) > tunnel.MaxTargetLen {
+	if err != nil || host == "" || port == "" || len(target) > tunnel.MaxTargetLen || !utf8.ValidString(target) {
 		return fmt.Errorf("%w: target %q is not host:port", ErrInvalid, target)
 	}
 	return nil
