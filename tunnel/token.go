@@ -77,7 +77,7 @@ func ParseToken(tok []byte, keys []ed25519.PublicKey) (Claims, error) {
 		return c, fmt.Errorf("%w: signature does not verify", ErrBadToken)
 	}
 	if err := json.Unmarshal(body, &c); err != nil {
-		return c, fmt.Errorf("%w: %v", ErrBadToken, err)
+		return c, fmt.Errorf("%w: %w", ErrBadToken, err)
 	}
 	return c, nil
 }
