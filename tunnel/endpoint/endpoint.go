@@ -9,11 +9,13 @@ package endpoint
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -338,4 +340,19 @@ func (e *Endpoint) serve(s *session, st *tunnel.Stream) {
 	ev = e.event(sid, s, tunnel.EventStreamClose)
 	ev.Stream, ev.BytesIn, ev.BytesOut = st.ID(), in, out
 	e.cfg.Audit.Audit(ev)
+}
+
+// ParseTrustedKeys decodes the platform's tunnel public keys as printed by
+// "lmctl tunnel key" (base64 of the 32-byte Ed25519 key), for an agent's
+// configuration file.
+func ParseTrustedKeys(keys []string) ([]ed25519.PublicKey, error) {
+	out := make([]ed25519.PublicKey, 0, len(keys))
+	for i, k := range keys {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("tunnel trusted key %d: want base64 of a 32-byte Ed25519 public key", i+1)
+		}
+		out = append(out, ed25519.PublicKey(b))
+	}
+	return out, nil
 }

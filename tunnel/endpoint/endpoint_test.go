@@ -3,6 +3,7 @@ package endpoint
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"strings"
 	"testing"
 )
@@ -45,6 +46,20 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		k.edit(&c)
 		if err := c.CheckAndSetDefaults(); err == nil || !strings.Contains(err.Error(), k.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", k.name, err, k.want)
+		}
+	}
+}
+
+func TestParseTrustedKeys(t *testing.T) {
+	t.Parallel()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	keys, err := ParseTrustedKeys([]string{base64.StdEncoding.EncodeToString(pub) + "\n"})
+	if err != nil || len(keys) != 1 || !keys[0].Equal(pub) {
+		t.Fatalf("good key: %v %v", keys, err)
+	}
+	for _, bad := range []string{"", "not base64!", base64.StdEncoding.EncodeToString(pub[:31])} {
+		if _, err := ParseTrustedKeys([]string{bad}); err == nil || !strings.Contains(err.Error(), "Ed25519") {
+			t.Errorf("ParseTrustedKeys(%q) = %v", bad, err)
 		}
 	}
 }
