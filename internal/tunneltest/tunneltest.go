@@ -37,11 +37,16 @@ func (devices) Authenticate(_ context.Context, r broker.ConnectRequest) (*broker
 	}, nil
 }
 
-// Broker starts a broker for the test; it stops at cleanup.
-func Broker(tb testing.TB) *broker.Server {
+// Broker starts a broker for the test; it stops at cleanup. mods adjust
+// its configuration (limits).
+func Broker(tb testing.TB, mods ...func(*broker.Config)) *broker.Server {
 	tb.Helper()
-	srv, err := broker.New(broker.Config{NodeName: "t", TCPAddr: "127.0.0.1:0", Authenticator: devices{},
-		Registerer: prometheus.NewRegistry(), Logger: Quiet})
+	cfg := broker.Config{NodeName: "t", TCPAddr: "127.0.0.1:0", Authenticator: devices{},
+		Registerer: prometheus.NewRegistry(), Logger: Quiet}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	srv, err := broker.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -73,9 +78,10 @@ func (p Platform) Subscribe(f string, _ byte, h func(string, []byte)) (func(), e
 // Device is a real MQTT 5 client (paho) connected as a device, as a
 // tunnel.PubSub.
 type Device struct {
-	c  *paho.Client
-	mu sync.Mutex
-	hs map[string]func(string, []byte)
+	c    *paho.Client
+	conn net.Conn
+	mu   sync.Mutex
+	hs   map[string]func(string, []byte)
 }
 
 var (
@@ -96,7 +102,7 @@ func Dial(tb testing.TB, addr, id, password string) *Device {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &Device{hs: map[string]func(string, []byte){}}
+	d := &Device{hs: map[string]func(string, []byte){}, conn: conn}
 	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.receive}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -144,4 +150,10 @@ func (d *Device) receive(pr paho.PublishReceived) (bool, error) {
 		h(pr.Packet.Topic, pr.Packet.Payload)
 	}
 	return true, nil
+}
+
+// Drop cuts the device's network connection without an MQTT DISCONNECT,
+// as a lost link would.
+func (d *Device) Drop() {
+	_ = d.conn.Close()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -64,11 +65,14 @@ type opts struct {
 	maxStreams  int
 	maxData     int
 	openTimeout time.Duration
+	ping        time.Duration
+	broker      []func(*broker.Config)
+	device      **tunneltest.Device
 }
 
 func setup(tb testing.TB, o opts) *env {
 	tb.Helper()
-	srv := tunneltest.Broker(tb)
+	srv := tunneltest.Broker(tb, o.broker...)
 	pub, key, _ := ed25519.GenerateKey(nil)
 	if o.wrongKey {
 		pub, _, _ = ed25519.GenerateKey(nil)
@@ -77,13 +81,16 @@ func setup(tb testing.TB, o opts) *env {
 	var err error
 	e.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Audit: e.platformLog,
 		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, MaxData: o.maxData, Logger: quiet,
-		Connected: srv.Connected, OpenTimeout: o.openTimeout, Registerer: e.metrics})
+		Connected: srv.Connected, OpenTimeout: o.openTimeout, Registerer: e.metrics, PingInterval: o.ping})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(e.relay.Shutdown)
 
 	ps := tunneltest.Connect(tb, srv, "dev1")
+	if o.device != nil {
+		*o.device = ps
+	}
 	e.ep, err = endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: ps, AllowList: o.allow, QoS: o.qos,
 		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, Window: o.window, MaxData: o.maxData, Audit: e.agentLog, Logger: quiet})
 	if err != nil {
@@ -500,4 +507,56 @@ func metric(t *testing.T, g prometheus.Gatherer, name, label string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestLostFramesEndSession: with a broker queue far smaller than the
+// window (misconfigured on purpose), QoS 0 frames to the device are
+// dropped; the gap ends the session with "frames lost" and the stream
+// reports it, instead of delivering corrupted bytes.
+func TestLostFramesEndSession(t *testing.T) {
+	t.Parallel()
+	target := serve(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	e := setup(t, opts{allow: []string{target}, window: 8 << 20,
+		broker: []func(*broker.Config){func(c *broker.Config) { c.Limits.MaxPendingWrites = 1 }}})
+	s := open(t, e, target)
+	st, err := s.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 256 && s.Err() == nil; i++ {
+		if _, err := st.Write(buf); err != nil {
+			break
+		}
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("session survived lost frames")
+	}
+	if r := s.Err(); r == nil || r.Reason != tunnel.ReasonLost || !r.Remote || !strings.Contains(r.Message, "expected frame") {
+		t.Fatalf("session ended with %v, want the agent's frames-lost", r)
+	}
+	if _, err := st.Write(buf); !errors.Is(err, tunnel.ErrStreamReset) {
+		t.Fatalf("write after the session was lost: %v", err)
+	}
+}
+
+// TestSilentDeviceEndsSession: when the agent's MQTT connection goes away,
+// the platform notices by its pings and ends the session.
+func TestSilentDeviceEndsSession(t *testing.T) {
+	t.Parallel()
+	target := serve(t, echo)
+	var dev *tunneltest.Device
+	e := setup(t, opts{allow: []string{target}, ping: 50 * time.Millisecond, device: &dev})
+	s := open(t, e, target)
+	dev.Drop()
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("session to a vanished device still open")
+	}
+	if r := s.Err(); r == nil || r.Reason != tunnel.ReasonPeerGone {
+		t.Fatalf("session ended with %v, want peer not answering", r)
+	}
 }
