@@ -25,8 +25,9 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultMaxSessions = 3
-	DefaultDialTimeout = 10 * time.Second
+	DefaultMaxSessions  = 3
+	DefaultDialTimeout  = 10 * time.Second
+	DefaultPingInterval = 30 * time.Second
 )
 
 // Config configures an Endpoint.
@@ -44,11 +45,15 @@ type Config struct {
 
 	IdleTimeout time.Duration // default tunnel.DefaultIdleTimeout; <0 never
 	MaxLifetime time.Duration // default tunnel.DefaultMaxLifetime; <0 never
-	MaxSessions int           // concurrent sessions; default DefaultMaxSessions
-	MaxStreams  int           // per session; default tunnel.DefaultMaxStreams
-	Window      uint32        // per-stream receive window; default tunnel.DefaultWindow
-	MaxData     int           // data frame size; default tunnel.DefaultMaxData
-	DialTimeout time.Duration // default DefaultDialTimeout
+	// PingInterval: the agent pings the platform this often and ends a
+	// session silent for three intervals (a platform node that died);
+	// default DefaultPingInterval, <0 never.
+	PingInterval time.Duration
+	MaxSessions  int           // concurrent sessions; default DefaultMaxSessions
+	MaxStreams   int           // per session; default tunnel.DefaultMaxStreams
+	Window       uint32        // per-stream receive window; default tunnel.DefaultWindow
+	MaxData      int           // data frame size; default tunnel.DefaultMaxData
+	DialTimeout  time.Duration // default DefaultDialTimeout
 	// Dial connects to a target; default a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -81,6 +86,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PingInterval < 0 {
+		c.PingInterval = 0
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
@@ -197,7 +208,7 @@ func (e *Endpoint) open(sid string, f tunnel.Frame) {
 			return e.cfg.PubSub.Publish(ctx, up, e.cfg.QoS, b)
 		},
 		Window: e.cfg.Window, MaxData: e.cfg.MaxData, MaxStreams: e.cfg.MaxStreams,
-		IdleTimeout: e.cfg.IdleTimeout, MaxLifetime: e.cfg.MaxLifetime,
+		IdleTimeout: e.cfg.IdleTimeout, MaxLifetime: e.cfg.MaxLifetime, PingInterval: e.cfg.PingInterval,
 		Accept: func(st *tunnel.Stream) { e.serve(s, st) },
 		Control: func(f tunnel.Frame) {
 			if f.Type == tunnel.TypeSessionOpen {

@@ -144,3 +144,50 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// source writes until the connection closes.
+func source(c *net.TCPConn) {
+	buf := make([]byte, 256<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkDownload: bulk transfer target -> platform (the device
+// publishes), direct and through the tunnel.
+func BenchmarkDownload(b *testing.B) {
+	target := serve(b, source)
+	read := func(b *testing.B, c io.Reader) {
+		buf := make([]byte, 256<<10)
+		b.SetBytes(int64(len(buf)))
+		b.ResetTimer()
+		for range b.N {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		read(b, c)
+	})
+	b.Run("tunnel-qos0", func(b *testing.B) {
+		e := setup(b, opts{allow: []string{target}})
+		s, err := e.relay.Open(context.Background(), relay.OpenRequest{DeviceID: "dev1", Target: target})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := s.Dial(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = st.Close() }()
+		read(b, st)
+	})
+}
