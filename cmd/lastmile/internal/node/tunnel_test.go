@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func TestTunnelThroughNode(t *testing.T) {
 	cfg.NodeName = "t1"
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.TCPAddr, cfg.MQTT.TLSAddr, cfg.MQTT.WSAddr = "127.0.0.1:0", "", ""
-	cfg.GRPC.Addr, cfg.HTTP.Addr = "127.0.0.1:0", ""
+	cfg.GRPC.Addr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,5 +155,27 @@ func TestTunnelThroughNode(t *testing.T) {
 	}
 	if _, err := api.CloseTunnel(actx, &tunnelv1.CloseTunnelRequest{TunnelId: tun.GetId()}); status.Code(err) != codes.NotFound {
 		t.Fatalf("closing a closed tunnel: %v", err)
+	}
+
+	// REST: the same key, and a clear 4xx for a bad request.
+	rest := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, "http://"+n.Addrs()["http"].String()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := rest("GET", "/v1/tunnel-key", ""); code != http.StatusOK || !strings.Contains(body, k.GetPublicKey()) {
+		t.Fatalf("GET /v1/tunnel-key: %d %s", code, body)
+	}
+	if code, body := rest("POST", "/v1/devices/cpe1/tunnels", `{"target":"no-port"}`); code != http.StatusBadRequest || !strings.Contains(body, "not host:port") {
+		t.Fatalf("POST a bad target: %d %s", code, body)
+	}
+	if code, body := rest("GET", "/v1/tunnels", ""); code != http.StatusOK || strings.Contains(body, tun.GetId()) {
+		t.Fatalf("GET /v1/tunnels after close: %d %s", code, body)
 	}
 }
