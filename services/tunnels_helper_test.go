@@ -12,7 +12,8 @@ import (
 func newRelay(t *testing.T) *relay.Relay {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
-	r, err := relay.New(relay.Config{PubSub: tunneltest.Platform{B: tunneltest.Broker(t)}, SigningKey: key})
+	b := tunneltest.Broker(t)
+	r, err := relay.New(relay.Config{PubSub: tunneltest.Platform{B: b}, SigningKey: key, Connected: b.Connected, Logger: tunneltest.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

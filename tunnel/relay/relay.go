@@ -331,18 +331,20 @@ func (r *Relay) Get(id string) (*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.sessions[id]
-	if !ok {
+	if !ok || !s.counted.Load() {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	return s, nil
 }
 
-// List describes the open sessions, oldest first.
+// List describes the open sessions (accepted by the device), oldest first.
 func (r *Relay) List() []Info {
 	r.mu.Lock()
 	ss := make([]*Session, 0, len(r.sessions))
 	for _, s := range r.sessions {
-		ss = append(ss, s)
+		if s.counted.Load() { // accepted and not yet ended
+			ss = append(ss, s)
+		}
 	}
 	r.mu.Unlock()
 	out := make([]Info, 0, len(ss))
