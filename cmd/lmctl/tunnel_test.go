@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,7 @@ type server struct {
 
 // startServer runs the northbound API with a tunnel relay on a real broker,
 // and an agent tunnel endpoint for device dev1 on a real MQTT client.
-func startServer(t *testing.T, allow ...string) *server {
+func startServer(t testing.TB, allow ...string) *server {
 	t.Helper()
 	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
@@ -110,7 +111,7 @@ var forwarding = regexp.MustCompile(`forwarding (127\.0\.0\.1:\d+) -> `)
 
 // forward runs "lmctl tunnel ..." until the returned stop is called, and
 // returns the local address it listens on.
-func forward(t *testing.T, s *server, target string) (addr string, stop func() int) {
+func forward(t testing.TB, s *server, target string) (addr string, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	forwardContext = func() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
@@ -222,5 +223,78 @@ func TestLmctlTunnelRefusals(t *testing.T) {
 	}
 	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(stdout.String())); err != nil || !bytes.Equal(k, s.relay.PublicKey()) {
 		t.Fatalf("tunnel key printed %q", stdout.String())
+	}
+}
+
+// BenchmarkForward: bulk upload and one-byte round trips through the whole
+// operator path (local TCP -> lmctl -> gRPC Connect -> relay -> broker ->
+// paho agent -> target) against direct loopback TCP in the same run.
+func BenchmarkForward(b *testing.B) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 256<<10)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if n == 1 { // a round-trip probe
+						_, _ = c.Write(buf[:1])
+					}
+				}
+			}()
+		}
+	}()
+	target := sink.Addr().String()
+	s := startServer(b, target)
+	via, stop := forward(b, s, target)
+	defer stop()
+	for _, path := range []struct{ name, addr string }{{"direct", target}, {"lmctl", via}} {
+		b.Run("upload-"+path.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", path.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 256<<10)
+			b.SetBytes(int64(len(buf)))
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("roundtrip-"+path.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", path.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			one := make([]byte, 1)
+			lat := make([]time.Duration, 0, b.N)
+			for range b.N {
+				t0 := time.Now()
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Read(one); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		})
 	}
 }
