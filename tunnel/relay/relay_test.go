@@ -49,6 +49,8 @@ func (a *audit) has(k tunnel.EventKind, r tunnel.Reason) bool {
 var quiet = tunneltest.Quiet
 
 type env struct {
+	srv         *broker.Server
+	key         ed25519.PrivateKey
 	metrics     *prometheus.Registry
 	relay       *relay.Relay
 	ep          *endpoint.Endpoint
@@ -77,7 +79,7 @@ func setup(tb testing.TB, o opts) *env {
 	if o.wrongKey {
 		pub, _, _ = ed25519.GenerateKey(nil)
 	}
-	e := &env{platformLog: &audit{}, agentLog: &audit{}, metrics: prometheus.NewRegistry()}
+	e := &env{platformLog: &audit{}, agentLog: &audit{}, metrics: prometheus.NewRegistry(), srv: srv, key: key}
 	var err error
 	e.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: srv}, SigningKey: key, Audit: e.platformLog,
 		Window: o.window, QoS: o.qos, MaxStreams: o.maxStreams, MaxData: o.maxData, Logger: quiet,
@@ -558,5 +560,82 @@ func TestSilentDeviceEndsSession(t *testing.T) {
 	}
 	if r := s.Err(); r == nil || r.Reason != tunnel.ReasonPeerGone {
 		t.Fatalf("session ended with %v, want peer not answering", r)
+	}
+}
+
+// TestReplayedSessionOpenRefused: a session open copied off the wire and
+// published again (by anyone who may publish to the device's topic) is
+// refused, and so is one with a forged token.
+func TestReplayedSessionOpenRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t, opts{allow: []string{"127.0.0.1:22"}})
+	answers := make(chan tunnel.Frame, 8)
+	cancel, err := e.srv.Subscribe("$dm/dev1/tunnel/+/up", func(m broker.Message) {
+		if f, err := tunnel.Decode(m.Payload); err == nil {
+			answers <- f
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	publish := func(sid string, f tunnel.Frame) {
+		b, err := f.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.srv.PublishMessage(broker.Message{Topic: "$dm/dev1/tunnel/" + sid + "/down", Payload: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func() tunnel.Frame {
+		select {
+		case f := <-answers:
+			return f
+		case <-time.After(20 * time.Second):
+			t.Fatal("no answer from the agent")
+			return tunnel.Frame{}
+		}
+	}
+	now := time.Now()
+	tok, _ := tunnel.SignToken(tunnel.Claims{Device: "dev1", Session: "s1", Target: "127.0.0.1:22",
+		IssuedAt: now.Unix(), Expires: now.Add(time.Minute).Unix()}, e.key)
+	openFrame := tunnel.Frame{Type: tunnel.TypeSessionOpen, Seq: 1, Target: "127.0.0.1:22", Token: tok}
+	publish("s1", openFrame)
+	if f := answer(); f.Type != tunnel.TypeSessionAccept {
+		t.Fatalf("first open answered %v %v", f.Type, f.Message)
+	}
+	publish("s1", tunnel.Frame{Type: tunnel.TypeSessionClose, Seq: 2})
+	waitFor(t, "session closed", func() bool { return e.ep.Sessions() == 0 })
+	publish("s1", openFrame)
+	if f := answer(); f.Type != tunnel.TypeSessionReject || f.Reason != tunnel.ReasonBadToken || !strings.Contains(f.Message, "used before") {
+		t.Fatalf("replayed open answered %v %v %q", f.Type, f.Reason, f.Message)
+	}
+	_, other, _ := ed25519.GenerateKey(nil)
+	forged, _ := tunnel.SignToken(tunnel.Claims{Device: "dev1", Session: "s2", Target: "127.0.0.1:22",
+		IssuedAt: now.Unix(), Expires: now.Add(time.Minute).Unix()}, other)
+	publish("s2", tunnel.Frame{Type: tunnel.TypeSessionOpen, Seq: 1, Target: "127.0.0.1:22", Token: forged})
+	if f := answer(); f.Type != tunnel.TypeSessionReject || f.Reason != tunnel.ReasonBadToken {
+		t.Fatalf("forged open answered %v %v %q", f.Type, f.Reason, f.Message)
+	}
+	// A stray frame of no session makes the agent publish nothing.
+	publish("s3", tunnel.Frame{Type: tunnel.TypeData, Seq: 5, Stream: 1, Data: []byte("x")})
+	publish("s4", openFrame) // its token names session s1
+	if f := answer(); f.Type != tunnel.TypeSessionReject || !strings.Contains(f.Message, "another session") {
+		t.Fatalf("open with another session's token answered %v %q", f.Type, f.Message)
+	}
+}
+
+func TestTooManySessions(t *testing.T) {
+	t.Parallel()
+	target := serve(t, echo)
+	e := setup(t, opts{allow: []string{target}})
+	for range endpoint.DefaultMaxSessions {
+		open(t, e, target)
+	}
+	_, err := e.relay.Open(context.Background(), relay.OpenRequest{DeviceID: "dev1", Target: target})
+	var re *tunnel.ReasonError
+	if !errors.As(err, &re) || re.Reason != tunnel.ReasonTooMany {
+		t.Fatalf("one session too many: %v", err)
 	}
 }
