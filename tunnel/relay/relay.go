@@ -158,6 +158,7 @@ type Session struct {
 	relay   *Relay
 	closing sync.Once
 	counted atomic.Bool   // in the open-sessions gauge
+	opened  sync.Map      // stream IDs accepted by the device
 	ended   chan struct{} // closed once the session's end is recorded
 }
 
@@ -224,6 +225,9 @@ func (r *Relay) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 		},
 		Closed: func(e *tunnel.ReasonError, in, out int64) { r.closed(s, e, in, out) },
 		StreamClosed: func(stream uint32, err error, in, out int64) {
+			if _, opened := s.opened.LoadAndDelete(stream); !opened {
+				return // refused: audited as a reject
+			}
 			ev := r.event(s, tunnel.EventStreamClose)
 			ev.Stream, ev.BytesIn, ev.BytesOut = stream, in, out
 			setReason(&ev, err)
@@ -394,6 +398,7 @@ func (s *Session) Dial(ctx context.Context) (*tunnel.Stream, error) {
 		s.relay.cfg.Audit.Audit(ev)
 		return nil, err
 	}
+	s.opened.Store(st.ID(), true)
 	s.relay.metrics.streams.WithLabelValues("opened").Inc()
 	ev := s.relay.event(s, tunnel.EventStreamOpen)
 	ev.Stream = st.ID()

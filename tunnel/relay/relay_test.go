@@ -217,7 +217,8 @@ func TestLargeTransferChecksum(t *testing.T) {
 			}
 			if !e.platformLog.has(tunnel.EventSessionOpen, 0) || !e.platformLog.has(tunnel.EventSessionClose, tunnel.ReasonClosedByUser) ||
 				!e.agentLog.has(tunnel.EventSessionOpen, 0) || !e.agentLog.has(tunnel.EventSessionClose, tunnel.ReasonClosedByUser) ||
-				!e.agentLog.has(tunnel.EventStreamOpen, 0) {
+				!e.agentLog.has(tunnel.EventStreamOpen, 0) || !e.platformLog.has(tunnel.EventStreamOpen, 0) ||
+				!e.platformLog.has(tunnel.EventStreamClose, 0) {
 				t.Fatalf("audit events missing: platform %+v agent %+v", e.platformLog.events, e.agentLog.events)
 			}
 		})
@@ -356,6 +357,10 @@ func TestDialFailureRefusesStream(t *testing.T) {
 	var re *tunnel.ReasonError
 	if !errors.As(err, &re) || re.Reason != tunnel.ReasonDialFailed || !strings.Contains(re.Message, "refused") {
 		t.Fatalf("dial to a closed port: %v", err)
+	}
+	if !e.platformLog.has(tunnel.EventStreamReject, tunnel.ReasonDialFailed) || !e.agentLog.has(tunnel.EventStreamReject, tunnel.ReasonDialFailed) ||
+		e.platformLog.has(tunnel.EventStreamClose, tunnel.ReasonDialFailed) {
+		t.Fatalf("refused stream audited wrongly: %+v", e.platformLog.events)
 	}
 }
 
