@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/lastmile-dm/lastmile/broker"
+	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
 
@@ -36,9 +37,19 @@ func (n *Node) newTunnels(logger *slog.Logger) (*relay.Relay, error) {
 	}
 	return relay.New(relay.Config{
 		PubSub: brokerPubSub{n.broker}, SigningKey: key, Connected: n.broker.Connected,
+		MaxData: tunnelMaxData(n.cfg.MQTT.Limits.MaxPacketSize),
 		IdleTimeout: c.IdleTimeout, MaxLifetime: c.MaxLifetime, OpenTimeout: c.OpenTimeout,
 		Registerer: n.metrics, Logger: logger,
 	})
+}
+
+// tunnelMaxData keeps data frames, with the frame header, topic and MQTT
+// header (well under 1 KiB), inside the broker's packet limit.
+func tunnelMaxData(maxPacket uint32) int {
+	if maxPacket == 0 {
+		maxPacket = broker.DefaultMaxPacketSize
+	}
+	return max(1, min(tunnel.DefaultMaxData, int(maxPacket)-1024))
 }
 
 // stopTunnels ends every tunnel session, so that gRPC Connect streams end

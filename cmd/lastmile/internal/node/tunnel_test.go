@@ -27,6 +27,15 @@ import (
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
 )
 
+func TestTunnelFramesFitThePacketLimit(t *testing.T) {
+	t.Parallel()
+	for limit, want := range map[uint32]int{0: 64 << 10, 256 << 10: 64 << 10, 16 << 10: 15 << 10, 1024: 1} {
+		if got := tunnelMaxData(limit); got != want {
+			t.Errorf("tunnelMaxData(%d) = %d, want %d", limit, got, want)
+		}
+	}
+}
+
 func TestSigningKeyFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
