@@ -61,6 +61,7 @@ type env struct {
 type opts struct {
 	allow       []string
 	agentIdle   time.Duration
+	agentLife   time.Duration
 	window      uint32
 	wrongKey    bool
 	qos         byte
@@ -94,7 +95,7 @@ func setup(tb testing.TB, o opts) *env {
 		*o.device = ps
 	}
 	e.ep, err = endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: ps, AllowList: o.allow, QoS: o.qos,
-		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, Window: o.window, MaxData: o.maxData, Audit: e.agentLog, Logger: quiet})
+		TrustedKeys: []ed25519.PublicKey{pub}, IdleTimeout: o.agentIdle, MaxLifetime: o.agentLife, Window: o.window, MaxData: o.maxData, Audit: e.agentLog, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -642,5 +643,38 @@ func TestTooManySessions(t *testing.T) {
 	var re *tunnel.ReasonError
 	if !errors.As(err, &re) || re.Reason != tunnel.ReasonTooMany {
 		t.Fatalf("one session too many: %v", err)
+	}
+}
+
+// TestMaxLifetimeCloses: a busy session still ends at the agent's maximum
+// lifetime.
+func TestMaxLifetimeCloses(t *testing.T) {
+	t.Parallel()
+	target := serve(t, echo)
+	e := setup(t, opts{allow: []string{target}, agentLife: 300 * time.Millisecond})
+	s := open(t, e, target)
+	st, err := s.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep data flowing so that idleness is not the reason.
+	go func() {
+		buf := make([]byte, 1)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+			if _, err := st.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("session outlived its maximum lifetime")
+	}
+	if r := s.Err(); r == nil || r.Reason != tunnel.ReasonLifetime || !r.Remote {
+		t.Fatalf("session ended with %v, want the agent's maximum lifetime", r)
 	}
 }
