@@ -37,7 +37,7 @@ func (n *Node) newTunnels(logger *slog.Logger) (*relay.Relay, error) {
 	}
 	return relay.New(relay.Config{
 		PubSub: brokerPubSub{n.broker}, SigningKey: key, Connected: n.broker.Connected,
-		MaxData: tunnelMaxData(n.cfg.MQTT.Limits.MaxPacketSize),
+		MaxData:     tunnelMaxData(n.cfg.MQTT.Limits.MaxPacketSize),
 		IdleTimeout: c.IdleTimeout, MaxLifetime: c.MaxLifetime, OpenTimeout: c.OpenTimeout,
 		Registerer: n.metrics, Logger: logger,
 	})
