@@ -18,7 +18,9 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
+	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
 
 // Config configures the API.
@@ -26,6 +28,7 @@ type Config struct {
 	Registry *registry.Service
 	Access   *access.Service
 	Tokens   *token.Service
+	Tunnels  *relay.Relay // optional: TunnelService is served when set
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -82,6 +85,9 @@ func New(cfg Config) (*API, error) {
 	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
+	if cfg.Tunnels != nil {
+		tunnelv1.RegisterTunnelServiceServer(a.grpc, &tunnelServer{relay: cfg.Tunnels, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -102,6 +108,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		devicev1.RegisterDeviceServiceHandlerFromEndpoint,
 		accessv1.RegisterTokenServiceHandlerFromEndpoint,
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
+		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

@@ -12,6 +12,8 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
+	"github.com/lastmile-dm/lastmile/tunnel"
+	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
 
 // toStatus is the one place domain errors become gRPC statuses. Client
@@ -25,6 +27,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return err
 	}
 	code := codes.Internal
+	var reason *tunnel.ReasonError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
@@ -42,6 +45,16 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, token.ErrUnauthenticated):
 		code = codes.Unauthenticated
+	case errors.Is(err, relay.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, relay.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, relay.ErrRejected):
+		code = codes.FailedPrecondition
+	case errors.Is(err, relay.ErrNoAnswer):
+		code = codes.Unavailable
+	case errors.As(err, &reason):
+		code = tunnelReasonCode(reason.Reason)
 	}
 	if code == codes.Internal {
 		log.ErrorContext(ctx, "internal error", "error", err)
@@ -53,10 +66,23 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 // clean drops the "registry: " style package prefixes from a domain message.
 func clean(err error) string {
 	msg := err.Error()
-	for _, p := range []string{"registry: ", "access: ", "token: "} {
+	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg
+}
+
+// tunnelReasonCode maps why a tunnel stream or session ended.
+func tunnelReasonCode(r tunnel.Reason) codes.Code {
+	switch r {
+	case tunnel.ReasonDialFailed, tunnel.ReasonNotAllowed, tunnel.ReasonBadToken:
+		return codes.FailedPrecondition
+	case tunnel.ReasonTooMany:
+		return codes.ResourceExhausted
+	case tunnel.ReasonIdle, tunnel.ReasonLifetime, tunnel.ReasonClosedByUser, tunnel.ReasonShutdown, tunnel.ReasonNormal:
+		return codes.Aborted
+	}
+	return codes.Unavailable
 }
 
 func invalid(format string) error { return status.Error(codes.InvalidArgument, format) }

@@ -27,4 +27,10 @@ var permissions = map[string]string{
 	"/lastmile.access.v1.AccessService/UpdateApplication":       token.PermAccessAdmin,
 	"/lastmile.access.v1.AccessService/DeleteApplication":       token.PermAccessAdmin,
 	"/lastmile.access.v1.AccessService/RotateApplicationSecret": token.PermAccessAdmin,
+
+	"/lastmile.tunnel.v1.TunnelService/OpenTunnel":   token.PermTunnel,
+	"/lastmile.tunnel.v1.TunnelService/ListTunnels":  token.PermTunnel,
+	"/lastmile.tunnel.v1.TunnelService/CloseTunnel":  token.PermTunnel,
+	"/lastmile.tunnel.v1.TunnelService/GetTunnelKey": token.PermTunnel,
+	"/lastmile.tunnel.v1.TunnelService/Connect":      token.PermTunnel,
 }

@@ -37,6 +37,7 @@ resources and verbs:
   tokens    create|list|revoke
   roles     put|get|list|delete
   apps      create|get|list|update|delete|rotate-secret
+  tunnel    --device ID --target host:port --listen addr   (forward; also list|close|key)
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)
@@ -74,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	rest := append(fs.Args(), verbArgs...)
+	rest := defaultVerb(append(fs.Args(), verbArgs...))
 	if len(rest) < 2 {
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -44,10 +44,13 @@ const (
 	PermDevicesWrite = "devices:write"
 	PermTokensAdmin  = "tokens:admin"
 	PermAccessAdmin  = "access:admin"
+	// PermTunnel opens, uses and closes TCP tunnels to devices.
+	PermTunnel = "tunnel"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
-var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin}
+var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
+	PermTunnel}
 
 // Prefix starts every token.
 const Prefix = "lmt_"

@@ -24,6 +24,7 @@ type Config struct {
 	HTTP    ServerConfig `yaml:"http"`
 	Log     LogConfig    `yaml:"log"`
 	Access  AccessConfig `yaml:"access"`
+	Tunnel  TunnelConfig `yaml:"tunnel"`
 }
 
 // Store engines.
@@ -174,5 +175,7 @@ func Default() Config {
 		GRPC: ServerConfig{Addr: ":9090"},
 		HTTP: ServerConfig{Addr: ":8080"},
 		Log:  LogConfig{Level: "info", Format: "text"},
+
+		Tunnel: defaultTunnel(),
 	}
 }

@@ -182,6 +182,7 @@ func (c *Config) Validate() error {
 			bad("access.anonymous.role", "%q is not a role in access.roles", c.Access.Anonymous.Role)
 		}
 	}
+	c.Tunnel.validate(bad)
 	return errors.Join(errs...)
 }
 

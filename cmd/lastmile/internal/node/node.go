@@ -28,6 +28,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/services"
+	"github.com/lastmile-dm/lastmile/tunnel/relay"
 )
 
 // ShutdownTimeout bounds the graceful part of shutdown; after it, open
@@ -46,6 +47,7 @@ type Node struct {
 	tokens   *token.Service
 	broker   *broker.Server
 	api      *services.API
+	tunnels  *relay.Relay // nil when tunnel.enabled is false
 	metrics  *prometheus.Registry
 
 	started chan struct{}
@@ -132,6 +134,10 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	n.registry.SetKicker(deviceKicker{n.broker})
 	n.access.SetKicker(appKicker{n.broker})
 
+	if n.tunnels, err = n.newTunnels(logger); err != nil {
+		return nil, err
+	}
+
 	var grpcOpts []grpc.ServerOption
 	if cfg.GRPC.TLS.Enabled() {
 		tc, err := cfg.GRPC.TLS.Build("grpc.tls")
@@ -141,7 +147,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
 	})
@@ -324,6 +330,7 @@ func (n *Node) startHTTP(ctx context.Context, grpcAddr net.Addr, addrs map[strin
 // recording disconnects), then presence, then the store.
 func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 	n.ready.Store(false)
+	n.stopTunnels()
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if hs != nil {

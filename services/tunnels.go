@@ -1,0 +1,169 @@
+package services
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
+	"github.com/lastmile-dm/lastmile/tunnel"
+	"github.com/lastmile-dm/lastmile/tunnel/relay"
+)
+
+// tunnelServer implements TunnelService on the tunnel relay.
+type tunnelServer struct {
+	tunnelv1.UnimplementedTunnelServiceServer
+	relay *relay.Relay
+	log   *slog.Logger
+}
+
+func tunnelToProto(i relay.Info) *tunnelv1.Tunnel {
+	return &tunnelv1.Tunnel{Id: i.ID, DeviceId: i.DeviceID, Target: i.Target, Principal: i.Principal,
+		OpenTime: timestamppb.New(i.Opened), Connections: int32(min(i.Streams, 1<<30)), //nolint:gosec // bounded
+		BytesIn: i.BytesIn, BytesOut: i.BytesOut}
+}
+
+func (s *tunnelServer) OpenTunnel(ctx context.Context, req *tunnelv1.OpenTunnelRequest) (*tunnelv1.Tunnel, error) {
+	principal := ""
+	if t := callerToken(ctx); t != nil {
+		principal = "token:" + t.ID
+	}
+	sess, err := s.relay.Open(ctx, relay.OpenRequest{DeviceID: req.GetDeviceId(), Target: req.GetTarget(), Principal: principal})
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return tunnelToProto(sess.Info()), nil
+}
+
+func (s *tunnelServer) ListTunnels(_ context.Context, req *tunnelv1.ListTunnelsRequest) (*tunnelv1.ListTunnelsResponse, error) {
+	size := int(req.GetPageSize())
+	if size < 0 || size > 1000 {
+		return nil, invalid("page_size must be 0-1000")
+	}
+	if size == 0 {
+		size = 100
+	}
+	// The page token is an offset into the list, oldest first: tunnels are
+	// few and short-lived, and a page may shift as they come and go.
+	from := 0
+	if t := req.GetPageToken(); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return nil, invalid("page_token is not one this server returned")
+		}
+		from = n
+	}
+	var all []relay.Info
+	for _, i := range s.relay.List() {
+		if d := req.GetDeviceId(); d == "" || d == i.DeviceID {
+			all = append(all, i)
+		}
+	}
+	out := &tunnelv1.ListTunnelsResponse{}
+	for i := from; i < len(all) && i < from+size; i++ {
+		out.Tunnels = append(out.Tunnels, tunnelToProto(all[i]))
+	}
+	if from+size < len(all) {
+		out.NextPageToken = strconv.Itoa(from + size)
+	}
+	return out, nil
+}
+
+func (s *tunnelServer) CloseTunnel(ctx context.Context, req *tunnelv1.CloseTunnelRequest) (*tunnelv1.CloseTunnelResponse, error) {
+	if err := s.relay.Close(req.GetTunnelId()); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &tunnelv1.CloseTunnelResponse{}, nil
+}
+
+func (s *tunnelServer) GetTunnelKey(context.Context, *tunnelv1.GetTunnelKeyRequest) (*tunnelv1.TunnelKey, error) {
+	return &tunnelv1.TunnelKey{PublicKey: base64.StdEncoding.EncodeToString(s.relay.PublicKey())}, nil
+}
+
+// Connect splices one gRPC stream to one tunnel stream. It returns when
+// both directions are done, or with the reason the tunnel stream ended.
+func (s *tunnelServer) Connect(gs tunnelv1.TunnelService_ConnectServer) error {
+	ctx := gs.Context()
+	first, err := gs.Recv()
+	if err != nil {
+		return err
+	}
+	if first.GetTunnelId() == "" {
+		return invalid("the first message must name tunnel_id")
+	}
+	sess, err := s.relay.Get(first.GetTunnelId())
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	st, err := sess.Dial(ctx)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	defer func() { _ = st.Close() }()
+
+	// Client -> device.
+	up := make(chan error, 1)
+	go func() {
+		m := first
+		for {
+			if len(m.GetData()) > 0 {
+				if _, err := st.Write(m.GetData()); err != nil {
+					up <- err
+					return
+				}
+			}
+			if m.GetCloseWrite() {
+				up <- st.CloseWrite()
+				return
+			}
+			var err error
+			if m, err = gs.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = st.CloseWrite()
+				} else {
+					st.Reset(tunnel.ReasonNormal, "client went away")
+				}
+				up <- err
+				return
+			}
+		}
+	}()
+
+	// Device -> client.
+	buf := make([]byte, tunnel.DefaultMaxData)
+	for {
+		n, err := st.Read(buf)
+		if n > 0 {
+			if serr := gs.Send(&tunnelv1.ConnectResponse{Data: buf[:n]}); serr != nil {
+				st.Reset(tunnel.ReasonNormal, "client went away")
+				return serr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			if err := gs.Send(&tunnelv1.ConnectResponse{CloseWrite: true}); err != nil {
+				return err
+			}
+			break
+		}
+		if err != nil {
+			return toStatus(ctx, s.log, err)
+		}
+	}
+	select {
+	case err := <-up:
+		if err != nil {
+			return toStatus(ctx, s.log, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+var _ tunnelv1.TunnelServiceServer = (*tunnelServer)(nil)
