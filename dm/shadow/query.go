@@ -79,6 +79,15 @@ func ParseFilter(s string) (Filter, error) {
 	}
 	for _, t := range terms {
 		if rest, ok := cutLabel(t); ok {
+			// One term is one requirement: a comma outside "in (...)" would
+			// smuggle in another.
+			outside := rest
+			if i, j := strings.Index(rest, "("), strings.LastIndex(rest, ")"); i >= 0 && j > i {
+				outside = rest[:i] + rest[j+1:]
+			}
+			if strings.Contains(outside, ",") {
+				return Filter{}, fmt.Errorf("%w: filter term %q: a label value may not contain ','", ErrInvalid, t)
+			}
 			labelReqs = append(labelReqs, rest)
 			continue
 		}
