@@ -15,9 +15,11 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 )
 
@@ -26,6 +28,8 @@ type Config struct {
 	Registry *registry.Service
 	Access   *access.Service
 	Tokens   *token.Service
+	// Shadows serves ShadowService; nil leaves it unregistered.
+	Shadows *shadow.Service
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -82,6 +86,9 @@ func New(cfg Config) (*API, error) {
 	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
+	if cfg.Shadows != nil {
+		shadowv1.RegisterShadowServiceServer(a.grpc, &shadowServer{svc: cfg.Shadows, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -102,6 +109,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		devicev1.RegisterDeviceServiceHandlerFromEndpoint,
 		accessv1.RegisterTokenServiceHandlerFromEndpoint,
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
+		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

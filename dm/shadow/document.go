@@ -48,7 +48,7 @@ func DecodeDocument(b []byte) (*Document, error) {
 }
 
 // Encode returns the stored form of d.
-func (d *Document) Encode() ([]byte, error) { return json.Marshal(d) }
+func (d *Document) Encode() ([]byte, error) { return json.Marshal(d) } //nolint:gosec // clientToken is a request ID, not a secret
 
 // Delta returns the desired values that reported does not match (nil if
 // none), and their desired metadata.
@@ -172,19 +172,6 @@ func metaFor(state, meta Object) Object {
 			}
 		}
 		out[k] = m
-	}
-	return out
-}
-
-// stampAll returns metadata for every leaf of state, all stamped ts.
-func stampAll(state Object, ts json.Number) Object {
-	out := Object{}
-	for k, v := range state {
-		if o, ok := v.(Object); ok {
-			out[k] = stampAll(o, ts)
-			continue
-		}
-		out[k] = Object{"timestamp": ts}
 	}
 	return out
 }

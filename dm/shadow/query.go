@@ -425,4 +425,3 @@ func (s *Service) QueryDevices(ctx context.Context, q FleetQuery) (FleetPage, er
 	page.NextToken = base64.RawURLEncoding.EncodeToString([]byte(after))
 	return page, nil
 }
-

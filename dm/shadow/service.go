@@ -45,8 +45,11 @@ type Change struct {
 	Name    string
 	Deleted bool
 	// Document is the new document; for a delete, the last one before it.
-	// The receiver must not modify it.
+	// The receiver must not modify it (nor Previous).
 	Document *Document
+	// Previous is the document before an update; nil if the update
+	// created the shadow, and for a delete.
+	Previous *Document
 	// Delta is what desired asks that reported does not show yet; nil if
 	// nothing (and always nil for a delete).
 	Delta Object
@@ -96,8 +99,8 @@ type Service struct {
 	seed  maphash.Seed
 	locks [256]sync.Mutex
 
-	nmu      sync.RWMutex
-	notifier Notifier
+	nmu       sync.RWMutex
+	notifiers []Notifier
 }
 
 // New returns a Service.
@@ -105,25 +108,30 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "shadow"), seed: maphash.MakeSeed(), notifier: cfg.Notifier}, nil
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "shadow"), seed: maphash.MakeSeed()}
+	if cfg.Notifier != nil {
+		s.notifiers = []Notifier{cfg.Notifier}
+	}
+	return s, nil
 }
 
 // Limits returns the limits in force.
 func (s *Service) Limits() Limits { return s.cfg.Limits }
 
-// SetNotifier sets the Notifier after construction (the event stream is
-// built after the service).
-func (s *Service) SetNotifier(n Notifier) {
+// AddNotifier adds a Notifier after construction (the MQTT side and the
+// event stream are built after the service). Notifiers are called in the
+// order they were added.
+func (s *Service) AddNotifier(n Notifier) {
 	s.nmu.Lock()
-	s.notifier = n
+	s.notifiers = append(s.notifiers, n)
 	s.nmu.Unlock()
 }
 
 func (s *Service) notify(c Change) {
 	s.nmu.RLock()
-	n := s.notifier
+	ns := s.notifiers
 	s.nmu.RUnlock()
-	if n != nil {
+	for _, n := range ns {
 		n.ShadowChanged(c)
 	}
 }
@@ -197,7 +205,8 @@ func (s *Service) Update(ctx context.Context, deviceID, name string, u *Update) 
 			return nil, err
 		}
 		if !res.Replayed {
-			s.notify(Change{DeviceID: deviceID, Name: name, Document: res.Current, Delta: res.Delta})
+			// Still under the shadow's lock: notifiers see versions in order.
+			s.notify(Change{DeviceID: deviceID, Name: name, Document: res.Current, Previous: res.Previous, Delta: res.Delta})
 		}
 		return res, nil
 	}

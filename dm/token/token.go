@@ -44,10 +44,13 @@ const (
 	PermDevicesWrite = "devices:write"
 	PermTokensAdmin  = "tokens:admin"
 	PermAccessAdmin  = "access:admin"
+	PermShadowsRead  = "shadows:read"
+	PermShadowsWrite = "shadows:write"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
-var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin}
+var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
+	PermShadowsRead, PermShadowsWrite}
 
 // Prefix starts every token.
 const Prefix = "lmt_"

@@ -19,7 +19,7 @@ var _ shadow.Store = (*Store)(nil)
 // device's shadow names ("" is the classic shadow). The version is a hash
 // field so the scripts compare it without decoding the document.
 func (s *Store) shadowKey(id, name string) string { return s.p + "sh:" + id + ":" + name }
-func (s *Store) shadowSet(id string) string        { return s.p + "shs:" + id }
+func (s *Store) shadowSet(id string) string       { return s.p + "shs:" + id }
 
 var (
 	// KEYS: shadow, name set; ARGV: doc, version, expected version, name.

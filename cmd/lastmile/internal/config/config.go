@@ -24,6 +24,15 @@ type Config struct {
 	HTTP    ServerConfig `yaml:"http"`
 	Log     LogConfig    `yaml:"log"`
 	Access  AccessConfig `yaml:"access"`
+	Shadow  ShadowConfig `yaml:"shadow"`
+}
+
+// ShadowConfig limits device shadows. Zero means the default.
+type ShadowConfig struct {
+	MaxDocumentBytes int `yaml:"max_document_bytes"`
+	MaxDepth         int `yaml:"max_depth"`
+	MaxInFlight      int `yaml:"max_in_flight"`
+	MaxNamedShadows  int `yaml:"max_named_shadows"`
 }
 
 // Store engines.
