@@ -37,6 +37,7 @@ resources and verbs:
   tokens    create|list|revoke
   roles     put|get|list|delete
   apps      create|get|list|update|delete|rotate-secret
+  shadow    get|update|delete|list|query
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)

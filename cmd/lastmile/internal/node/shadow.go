@@ -34,7 +34,7 @@ import (
 //	                                    of every shadow the filters cover
 
 const (
-	shadowWorkers    = 64
+	shadowWorkers    = 256
 	shadowQueueLen   = 256
 	shadowReqTimeout = 10 * time.Second
 )
