@@ -67,6 +67,22 @@ func testShadows(t *testing.T, s Store) {
 	if err := s.PutShadow(ctx, "d1", "fw", shadow.Record{Version: 1, Doc: []byte(`{}`)}, 0); err != nil {
 		t.Fatalf("recreate: %v", err)
 	}
+	// Deleting the device deletes its shadows, and only its.
+	if err := s.CreateDevice(ctx, device("d1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteDevice(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := s.ListShadows(ctx, "d1"); err != nil || len(names) != 0 {
+		t.Fatalf("shadows after the device was deleted: %q %v", names, err)
+	}
+	if _, err := s.GetShadow(ctx, "d1", "cfg:net"); !errors.Is(err, shadow.ErrNotFound) {
+		t.Fatalf("get a shadow of a deleted device: %v", err)
+	}
+	if _, err := s.GetShadow(ctx, "d10", ""); err != nil {
+		t.Fatalf("deleting d1 touched d10: %v", err)
+	}
 }
 
 func testShadowCAS(t *testing.T, s Store) {
