@@ -48,7 +48,41 @@ func DecodeDocument(b []byte) (*Document, error) {
 }
 
 // Encode returns the stored form of d.
-func (d *Document) Encode() ([]byte, error) { return json.Marshal(d) } //nolint:gosec // clientToken is a request ID, not a secret
+func (d *Document) Encode() ([]byte, error) {
+	b, _, err := d.encode()
+	return b, err
+}
+
+// encode is Encode that also returns the length of the state's JSON (for
+// the size limit) without encoding the state twice.
+func (d *Document) encode() ([]byte, int, error) {
+	state, err := json.Marshal(d.State)
+	if err != nil {
+		return nil, 0, err
+	}
+	meta, err := json.Marshal(d.Metadata)
+	if err != nil {
+		return nil, 0, err
+	}
+	b := make([]byte, 0, len(state)+len(meta)+96+len(d.ClientToken))
+	b = append(b, `{"state":`...)
+	b = append(b, state...)
+	b = append(b, `,"metadata":`...)
+	b = append(b, meta...)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendUint(b, d.Version, 10)
+	b = append(b, `,"timestamp":`...)
+	b = strconv.AppendInt(b, d.Timestamp, 10)
+	if d.ClientToken != "" {
+		tok, err := json.Marshal(d.ClientToken)
+		if err != nil {
+			return nil, 0, err
+		}
+		b = append(b, `,"clientToken":`...)
+		b = append(b, tok...)
+	}
+	return append(b, '}'), len(state), nil
+}
 
 // Delta returns the desired values that reported does not match (nil if
 // none), and their desired metadata.

@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -72,6 +73,26 @@ func UpdateAccepted(u *Update, r *Result) []byte {
 // UpdateDocuments is the update/documents payload: the document before
 // (null when the update created it) and after.
 func UpdateDocuments(r *Result, clientToken string) []byte {
+	if r.currentRaw != nil && (r.Previous == nil || r.previousRaw != nil) {
+		// Splice the stored encodings (they carry state, metadata and
+		// version, plus that version's timestamp and clientToken).
+		prev := r.previousRaw
+		if r.Previous == nil {
+			prev = []byte("null")
+		}
+		b := make([]byte, 0, len(prev)+len(r.currentRaw)+64+len(clientToken))
+		b = append(b, `{"previous":`...)
+		b = append(b, prev...)
+		b = append(b, `,"current":`...)
+		b = append(b, r.currentRaw...)
+		b = append(b, `,"timestamp":`...)
+		b = strconv.AppendInt(b, r.Current.Timestamp, 10)
+		if clientToken != "" {
+			b = append(b, `,"clientToken":`...)
+			b = append(b, mustJSON(clientToken)...)
+		}
+		return append(b, '}')
+	}
 	var prev any
 	if r.Previous != nil {
 		prev = docView{r.Previous.State, r.Previous.Metadata, r.Previous.Version}

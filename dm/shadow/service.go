@@ -53,6 +53,17 @@ type Change struct {
 	// Delta is what desired asks that reported does not show yet; nil if
 	// nothing (and always nil for a delete).
 	Delta Object
+
+	res *Result
+}
+
+// Documents returns the update/documents payload of an update (nil for a
+// delete), reusing the stored encodings.
+func (c Change) Documents(clientToken string) []byte {
+	if c.Deleted || c.res == nil {
+		return nil
+	}
+	return UpdateDocuments(c.res, clientToken)
 }
 
 // Notifier learns of every accepted change, after the store committed it
@@ -97,7 +108,7 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 	seed  maphash.Seed
-	locks [256]sync.Mutex
+	locks [256]stripe
 
 	nmu       sync.RWMutex
 	notifiers []Notifier
@@ -136,15 +147,47 @@ func (s *Service) notify(c Change) {
 	}
 }
 
-// lock serialises writers of one shadow on this node, so they do not spin
-// on the store's compare-and-set; the CAS still guards against other nodes.
-func (s *Service) lock(id, name string) *sync.Mutex {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	_, _ = h.WriteString(id)
-	_ = h.WriteByte('/')
-	_, _ = h.WriteString(name)
-	return &s.locks[h.Sum64()%uint64(len(s.locks))]
+// stripe serialises writers of the shadows that hash to it on this node,
+// so they do not spin on the store's compare-and-set (which still guards
+// against other nodes), and caches the last document each wrote: the next
+// update of that shadow starts from it without reading and decoding the
+// store's copy. A cached document can only be stale if another node (or a
+// device deletion) wrote meanwhile; the store's compare-and-set then fails
+// and the update reloads.
+type stripe struct {
+	sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	doc *Document
+	raw []byte
+}
+
+// cachePerStripe bounds the write cache: 256 stripes x 64 documents.
+const cachePerStripe = 64
+
+func (st *stripe) get(key string) (cached, bool) {
+	c, ok := st.cache[key]
+	return c, ok
+}
+
+func (st *stripe) put(key string, c cached) {
+	if st.cache == nil {
+		st.cache = make(map[string]cached, cachePerStripe)
+	}
+	if _, ok := st.cache[key]; !ok && len(st.cache) >= cachePerStripe {
+		for k := range st.cache { // evict one, arbitrarily
+			delete(st.cache, k)
+			break
+		}
+	}
+	st.cache[key] = c
+}
+
+func (s *Service) lock(id, name string) (*stripe, string) {
+	key := id + "/" + name
+	return &s.locks[maphash.String(s.seed, key)%uint64(len(s.locks))], key
 }
 
 func checkName(name string) error {
@@ -183,6 +226,10 @@ type Result struct {
 	// Replayed is true when the update was a retry of the one that made
 	// Current (same clientToken and version) and changed nothing.
 	Replayed bool
+
+	// The stored encodings of Previous and Current, when known, so the
+	// documents payload need not encode them again.
+	previousRaw, currentRaw []byte
 }
 
 // maxCASRetries bounds retries of a compare-and-set lost to another node.
@@ -193,12 +240,16 @@ func (s *Service) Update(ctx context.Context, deviceID, name string, u *Update) 
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	mu := s.lock(deviceID, name)
-	mu.Lock()
-	defer mu.Unlock()
+	st, key := s.lock(deviceID, name)
+	st.Lock()
+	defer st.Unlock()
 	for range maxCASRetries {
-		res, err := s.tryUpdate(ctx, deviceID, name, u)
-		if errors.Is(err, errLostRace) {
+		_, fromCache := st.get(key)
+		res, err := s.tryUpdate(ctx, st, key, deviceID, name, u)
+		if errors.Is(err, errLostRace) || (err != nil && fromCache) {
+			// Lost to another node, or refused on a cached copy that may
+			// be stale: decide again on the store's copy.
+			delete(st.cache, key)
 			continue
 		}
 		if err != nil {
@@ -206,7 +257,7 @@ func (s *Service) Update(ctx context.Context, deviceID, name string, u *Update) 
 		}
 		if !res.Replayed {
 			// Still under the shadow's lock: notifiers see versions in order.
-			s.notify(Change{DeviceID: deviceID, Name: name, Document: res.Current, Previous: res.Previous, Delta: res.Delta})
+			s.notify(Change{DeviceID: deviceID, Name: name, Document: res.Current, Previous: res.Previous, Delta: res.Delta, res: res})
 		}
 		return res, nil
 	}
@@ -215,15 +266,27 @@ func (s *Service) Update(ctx context.Context, deviceID, name string, u *Update) 
 
 var errLostRace = errors.New("lost compare-and-set race")
 
-func (s *Service) tryUpdate(ctx context.Context, deviceID, name string, u *Update) (*Result, error) {
+func (s *Service) tryUpdate(ctx context.Context, st *stripe, key, deviceID, name string, u *Update) (*Result, error) {
 	var prev *Document
+	var prevRaw []byte
 	cur := &Document{}
-	r, err := s.cfg.Store.GetShadow(ctx, deviceID, name)
+	var r Record
+	var err error
+	if c, ok := st.get(key); ok {
+		r = Record{Version: c.doc.Version, Doc: c.raw}
+		prev = c.doc
+	} else {
+		r, err = s.cfg.Store.GetShadow(ctx, deviceID, name)
+		if err == nil {
+			prev, err = DecodeDocument(r.Doc)
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
 	switch {
 	case err == nil:
-		if prev, err = DecodeDocument(r.Doc); err != nil {
-			return nil, err
-		}
+		prevRaw = r.Doc
 		cur = prev.clone()
 	case errors.Is(err, ErrNotFound):
 		if name != "" {
@@ -274,20 +337,16 @@ func (s *Service) tryUpdate(ctx context.Context, deviceID, name string, u *Updat
 			return nil, fmt.Errorf("%w: the merged state would be nested %d levels deep, the limit is %d", ErrInvalid, d, s.cfg.Limits.MaxDepth)
 		}
 	}
-	sb, err := json.Marshal(cur.State)
-	if err != nil {
-		return nil, err
-	}
-	if len(sb) > s.cfg.Limits.MaxDocumentBytes {
-		return nil, fmt.Errorf("%w: the merged state would be %d bytes, the limit is %d", ErrTooLarge, len(sb), s.cfg.Limits.MaxDocumentBytes)
-	}
 	expect := cur.Version
 	cur.Version++
 	cur.Timestamp = now.Unix()
 	cur.ClientToken = u.ClientToken
-	b, err := cur.Encode()
+	b, stateLen, err := cur.encode()
 	if err != nil {
 		return nil, err
+	}
+	if stateLen > s.cfg.Limits.MaxDocumentBytes {
+		return nil, fmt.Errorf("%w: the merged state would be %d bytes, the limit is %d", ErrTooLarge, stateLen, s.cfg.Limits.MaxDocumentBytes)
 	}
 	err = s.cfg.Store.PutShadow(ctx, deviceID, name, Record{Version: cur.Version, Doc: b}, expect)
 	if errors.Is(err, ErrConflict) {
@@ -299,8 +358,9 @@ func (s *Service) tryUpdate(ctx context.Context, deviceID, name string, u *Updat
 	if err != nil {
 		return nil, fmt.Errorf("shadow %s: %w", label(deviceID, name), err)
 	}
+	st.put(key, cached{doc: cur, raw: b})
 	delta, dmeta := cur.Delta()
-	return &Result{Previous: prev, Current: cur, Delta: delta, DeltaMeta: dmeta}, nil
+	return &Result{Previous: prev, Current: cur, Delta: delta, DeltaMeta: dmeta, previousRaw: prevRaw, currentRaw: b}, nil
 }
 
 // Delete removes the shadow; with version set, only if it is at that
@@ -309,9 +369,10 @@ func (s *Service) Delete(ctx context.Context, deviceID, name string, version *ui
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	mu := s.lock(deviceID, name)
-	mu.Lock()
-	defer mu.Unlock()
+	st, key := s.lock(deviceID, name)
+	st.Lock()
+	defer st.Unlock()
+	delete(st.cache, key)
 	for range maxCASRetries {
 		r, err := s.cfg.Store.GetShadow(ctx, deviceID, name)
 		if err != nil {

@@ -313,8 +313,7 @@ func (b *shadowBridge) ShadowChanged(c shadow.Change) {
 		return
 	}
 	tok := c.Document.ClientToken
-	b.publish(topic.ShadowResponse(c.DeviceID, c.Name, topic.ShadowUpdate, topic.ShadowDocuments), broker.Message{},
-		shadow.UpdateDocuments(&shadow.Result{Previous: c.Previous, Current: c.Document}, tok))
+	b.publish(topic.ShadowResponse(c.DeviceID, c.Name, topic.ShadowUpdate, topic.ShadowDocuments), broker.Message{}, c.Documents(tok))
 	if c.Delta != nil {
 		if p := shadow.DeltaPayload(c.Document, tok); p != nil {
 			b.publish(topic.ShadowDeltaTopic(c.DeviceID, c.Name), broker.Message{}, p)
