@@ -33,6 +33,9 @@ import (
 //	SUBSCRIBE/resume ──> Subscribed ──> worker: publish the current delta
 //	                                    of every shadow the filters cover
 
+// Workers mostly wait on the store (an fsync, a Redis round trip), so
+// there are many: concurrent embedded writes share one group-committed
+// fsync. Queues hold pointers, so idle capacity costs 8 bytes a slot.
 const (
 	shadowWorkers    = 256
 	shadowQueueLen   = 256
@@ -55,7 +58,7 @@ type shadowBridge struct {
 	now func() time.Time
 
 	seed   maphash.Seed
-	queues []chan shadowJob
+	queues []chan *shadowJob
 	done   chan struct{}
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -93,9 +96,9 @@ func (n *Node) setupShadows(logger *slog.Logger) error {
 		return fmt.Errorf("shadow metrics: %w", err)
 	}
 	b.ctx, b.stop = context.WithCancel(context.Background())
-	b.queues = make([]chan shadowJob, shadowWorkers)
+	b.queues = make([]chan *shadowJob, shadowWorkers)
 	for i := range b.queues {
-		b.queues[i] = make(chan shadowJob, shadowQueueLen)
+		b.queues[i] = make(chan *shadowJob, shadowQueueLen)
 		b.wg.Add(1)
 		go b.work(b.queues[i])
 	}
@@ -122,7 +125,7 @@ func (b *shadowBridge) close() {
 	})
 }
 
-func (b *shadowBridge) queue(deviceID, name string) chan shadowJob {
+func (b *shadowBridge) queue(deviceID, name string) chan *shadowJob {
 	var h maphash.Hash
 	h.SetSeed(b.seed)
 	_, _ = h.WriteString(deviceID)
@@ -151,7 +154,7 @@ func (b *shadowBridge) handle(m broker.Message) {
 	m.Payload = append([]byte(nil), m.Payload...)
 	m.CorrelationData = append([]byte(nil), m.CorrelationData...)
 	select {
-	case b.queue(st.DeviceID, st.Name) <- shadowJob{st: st, msg: m}:
+	case b.queue(st.DeviceID, st.Name) <- &shadowJob{st: st, msg: m}:
 	default:
 		b.release(m.ClientID)
 		b.reject(st, m, fmt.Errorf("%w: the server is busy, retry later", shadow.ErrTooManyRequests), peekToken(m.Payload))
@@ -208,13 +211,13 @@ func (b *shadowBridge) Subscribed(clientID, principalID string, filters []string
 		return
 	}
 	select {
-	case b.queue(principalID, "") <- shadowJob{st: topic.ShadowTopic{DeviceID: principalID}, resync: true, filters: mine}:
+	case b.queue(principalID, "") <- &shadowJob{st: topic.ShadowTopic{DeviceID: principalID}, resync: true, filters: mine}:
 	default:
 		b.log.Warn("shadow queue full: no delta sent on subscribe", "device", principalID)
 	}
 }
 
-func (b *shadowBridge) work(q chan shadowJob) {
+func (b *shadowBridge) work(q chan *shadowJob) {
 	defer b.wg.Done()
 	for {
 		select {
@@ -231,7 +234,7 @@ func (b *shadowBridge) work(q chan shadowJob) {
 	}
 }
 
-func (b *shadowBridge) serve(j shadowJob) {
+func (b *shadowBridge) serve(j *shadowJob) {
 	ctx, cancel := context.WithTimeout(b.ctx, shadowReqTimeout)
 	defer cancel()
 	st, m, lim := j.st, j.msg, b.svc.Limits()
