@@ -127,41 +127,45 @@ func cloneVal(v any) any {
 	return v
 }
 
-// merge applies patch to dst (deep merge; nil deletes a key) and stamps ts
-// on the metadata of every leaf it writes. Objects left empty are removed.
-// It returns dst, which may be a new map if dst was nil.
+// merge returns dst with patch applied (deep merge; nil deletes a key) and
+// meta with ts stamped on every leaf it writes; objects left empty are
+// removed. It never modifies dst, meta or patch: it copies the objects on
+// the paths it changes and shares the rest, so a stored document can be
+// read by others while the next version is built from it.
 func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
-	if dst == nil {
-		dst = Object{}
+	nd := make(Object, len(dst)+len(patch))
+	for k, v := range dst {
+		nd[k] = v
 	}
-	if meta == nil {
-		meta = Object{}
+	nm := make(Object, len(meta)+len(patch))
+	for k, v := range meta {
+		nm[k] = v
 	}
 	for k, v := range patch {
 		if v == nil {
-			delete(dst, k)
-			delete(meta, k)
+			delete(nd, k)
+			delete(nm, k)
 			continue
 		}
 		if pv, ok := v.(Object); ok {
 			dv, wasObj := dst[k].(Object)
-			mv, _ := meta[k].(Object)
-			if !wasObj || mv == nil {
-				mv = Object{}
+			var mv Object
+			if wasObj {
+				mv, _ = meta[k].(Object)
 			}
-			dv, mv = merge(dv, mv, pv, ts)
-			if len(dv) == 0 {
-				delete(dst, k)
-				delete(meta, k)
+			sub, subMeta := merge(dv, mv, pv, ts)
+			if len(sub) == 0 {
+				delete(nd, k)
+				delete(nm, k)
 				continue
 			}
-			dst[k], meta[k] = dv, mv
+			nd[k], nm[k] = sub, subMeta
 			continue
 		}
-		dst[k] = cloneVal(v)
-		meta[k] = Object{"timestamp": ts}
+		nd[k] = v
+		nm[k] = Object{"timestamp": ts}
 	}
-	return dst, meta
+	return nd, nm
 }
 
 // diff returns the part of desired that reported does not match: keys

@@ -250,6 +250,13 @@ func FuzzParseAndMerge(f *testing.F) {
 				continue
 			}
 			ts := json.Number(string(rune('1' + i)))
+			// The document a version is built from must stay intact (it is
+			// cached and may be read concurrently).
+			before := d.clone()
+			beforeJSON, _ := before.Encode()
+			old := d
+			d = d.clone()
+			d.State, d.Metadata = old.State, old.Metadata // share, as the service does
 			if u.ClearDesired {
 				d.State.Desired, d.Metadata.Desired = nil, nil
 			}
@@ -264,6 +271,9 @@ func FuzzParseAndMerge(f *testing.F) {
 			}
 			checkInvariants(t, d)
 			_ = GetAccepted(d, u.ClientToken)
+			if afterJSON, _ := old.Encode(); string(afterJSON) != string(beforeJSON) {
+				t.Fatalf("merge modified the previous document:\nbefore %s\nafter  %s", beforeJSON, afterJSON)
+			}
 		}
 	})
 }

@@ -287,7 +287,8 @@ func (s *Service) tryUpdate(ctx context.Context, st *stripe, key, deviceID, name
 	switch {
 	case err == nil:
 		prevRaw = r.Doc
-		cur = prev.clone()
+		c := *prev // merge copies what it changes: prev stays intact
+		cur = &c
 	case errors.Is(err, ErrNotFound):
 		if name != "" {
 			names, err := s.cfg.Store.ListShadows(ctx, deviceID)
