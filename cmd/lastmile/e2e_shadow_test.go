@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,13 @@ func TestShadowAsANewUser(t *testing.T) {
 	out, err = s.lmctl(t, "shadow", "query", `reported.firmware.version != "2.1.0"`)
 	if err != nil || !strings.Contains(out, "cpe-1") || !strings.Contains(out, "DEVICE") {
 		t.Fatalf("lmctl shadow query: %v\n%s", err, out)
+	}
+	code, q := s.api(t, "GET", "/v1/shadows:queryDevices?filter="+url.QueryEscape(`reported.firmware.version != "2.1.0" AND delta.firmware.version = "2.1.0"`), "")
+	if devs, _ := q["devices"].([]any); code != 200 || len(devs) != 1 || devs[0].(map[string]any)["device_id"] != "cpe-1" {
+		t.Fatalf("REST fleet query: %d %v", code, q)
+	}
+	if code, q := s.api(t, "GET", "/v1/shadows:queryDevices?filter="+url.QueryEscape(`reported.x ~ 1`), ""); code != 400 {
+		t.Fatalf("REST fleet query with a bad filter: %d %v, want 400", code, q)
 	}
 	out, err = s.lmctl(t, "shadow", "query", `reported.firmware.version = "2.1.0"`, "-o", "json")
 	if err != nil || strings.Contains(out, "cpe-1") {
