@@ -66,8 +66,10 @@ type ShadowTopic struct {
 
 // ParseShadowRequest parses a topic a device publishes a shadow request
 // on. It returns ok=false for anything else, including the response and
-// notification topics and malformed names; the name is checked for shape
-// (1-64 of [A-Za-z0-9:_-]) so that it can be put in a response topic.
+// notification topics. The name is any non-empty level (a topic name has
+// no wildcards, so it is safe in the response topic): the shadow service
+// checks it, so a device that uses a bad name gets a rejection on that
+// name's rejected topic instead of silence.
 func ParseShadowRequest(topic string) (ShadowTopic, bool) {
 	rest, ok := strings.CutPrefix(topic, PlatformRoot+"/")
 	if !ok {
@@ -84,7 +86,7 @@ func ParseShadowRequest(topic string) (ShadowTopic, bool) {
 	var name string
 	if r, named := strings.CutPrefix(rest, "name/"); named {
 		name, rest, ok = strings.Cut(r, "/")
-		if !ok || !validShadowName(name) {
+		if !ok || name == "" {
 			return ShadowTopic{}, false
 		}
 	}
@@ -93,20 +95,4 @@ func ParseShadowRequest(topic string) (ShadowTopic, bool) {
 		return ShadowTopic{DeviceID: id, Name: name, Op: rest}, true
 	}
 	return ShadowTopic{}, false
-}
-
-// validShadowName mirrors shadow.ValidName (topic must not import dm/shadow).
-func validShadowName(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == ':', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }

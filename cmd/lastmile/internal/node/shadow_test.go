@@ -398,6 +398,13 @@ func TestShadowOverMQTT(t *testing.T) {
 			}
 		}
 
+		// A bad shadow name is answered on its own rejected topic.
+		d.subscribe(t, "$dm/dev1/shadow/name/bad.name/update/rejected")
+		d.publish(t, "$dm/dev1/shadow/name/bad.name/update", `{"state":{"reported":{"a":1}}}`, 1)
+		if m := in.take(t, "$dm/dev1/shadow/name/bad.name/update/rejected", nil); num(m.payload["code"]) != 400 {
+			t.Fatalf("bad shadow name: %s", m.raw)
+		}
+
 		// Named shadows are separate, with their own topics.
 		d.subscribe(t, "$dm/dev1/shadow/name/net/update/accepted")
 		d.publish(t, "$dm/dev1/shadow/name/net/update", `{"state":{"reported":{"ip":"10.0.0.2"}}}`, 1)
