@@ -86,7 +86,7 @@ func ParseShadowRequest(topic string) (ShadowTopic, bool) {
 	var name string
 	if r, named := strings.CutPrefix(rest, "name/"); named {
 		name, rest, ok = strings.Cut(r, "/")
-		if !ok || name == "" {
+		if !ok || name == "" || strings.ContainsAny(name, "+#\x00") {
 			return ShadowTopic{}, false
 		}
 	}
