@@ -22,6 +22,8 @@ var shadowTopicFixtures = []struct {
 	{"$dm/d1/shadow/name/a.b/update", ShadowTopic{"d1", "a.b", "update"}, true}, // the service rejects the name
 	{"$dm/d1/shadow/name/" + strings.Repeat("n", 65) + "/get", ShadowTopic{"d1", strings.Repeat("n", 65), "get"}, true},
 	{"$dm/d1/shadow/name/fw", ShadowTopic{}, false},
+	{"$dm/d1/shadow/name/#/get", ShadowTopic{}, false},
+	{"$dm/d1/shadow/name/a+b/get", ShadowTopic{}, false},
 	{"$dm/d1/shadow/patch", ShadowTopic{}, false},
 	{"$dm/d1/shadow", ShadowTopic{}, false},
 	{"$dm/d+/shadow/get", ShadowTopic{}, false},
