@@ -15,9 +15,11 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
@@ -29,6 +31,8 @@ type Config struct {
 	Access   *access.Service
 	Tokens   *token.Service
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
+	// Shadows serves ShadowService; nil leaves it unregistered.
+	Shadows *shadow.Service
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -88,6 +92,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Tunnels != nil {
 		tunnelv1.RegisterTunnelServiceServer(a.grpc, &tunnelServer{relay: cfg.Tunnels, log: a.log})
 	}
+	if cfg.Shadows != nil {
+		shadowv1.RegisterShadowServiceServer(a.grpc, &shadowServer{svc: cfg.Shadows, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -109,6 +116,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		accessv1.RegisterTokenServiceHandlerFromEndpoint,
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
+		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
@@ -33,13 +34,19 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
-	case errors.Is(err, registry.ErrNotFound), errors.Is(err, access.ErrNotFound), errors.Is(err, token.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, access.ErrNotFound), errors.Is(err, token.ErrNotFound),
+		errors.Is(err, shadow.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, registry.ErrExists), errors.Is(err, access.ErrExists), errors.Is(err, token.ErrExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, registry.ErrConflict):
+	case errors.Is(err, registry.ErrConflict), errors.Is(err, shadow.ErrConflict):
 		code = codes.Aborted
-	case errors.Is(err, registry.ErrInvalid), errors.Is(err, access.ErrInvalid), errors.Is(err, token.ErrInvalid):
+	case errors.Is(err, shadow.ErrTooLarge):
+		code = codes.InvalidArgument
+	case errors.Is(err, shadow.ErrTooManyRequests):
+		code = codes.ResourceExhausted
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, access.ErrInvalid), errors.Is(err, token.ErrInvalid),
+		errors.Is(err, shadow.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, access.ErrReadOnly), errors.Is(err, access.ErrInUse):
 		code = codes.FailedPrecondition
@@ -66,7 +73,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 // clean drops the "registry: " style package prefixes from a domain message.
 func clean(err error) string {
 	msg := err.Error()
-	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: "} {
+	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg

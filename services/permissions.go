@@ -13,6 +13,12 @@ var permissions = map[string]string{
 	"/lastmile.device.v1.DeviceService/SetDeviceCredentials": token.PermDevicesWrite,
 	"/lastmile.device.v1.DeviceService/DisconnectDevice":     token.PermDevicesWrite,
 
+	"/lastmile.shadow.v1.ShadowService/GetShadow":        token.PermShadowsRead,
+	"/lastmile.shadow.v1.ShadowService/ListNamedShadows": token.PermShadowsRead,
+	"/lastmile.shadow.v1.ShadowService/QueryDevices":     token.PermShadowsRead,
+	"/lastmile.shadow.v1.ShadowService/UpdateDesired":    token.PermShadowsWrite,
+	"/lastmile.shadow.v1.ShadowService/DeleteShadow":     token.PermShadowsWrite,
+
 	"/lastmile.access.v1.TokenService/CreateToken": token.PermTokensAdmin,
 	"/lastmile.access.v1.TokenService/ListTokens":  token.PermTokensAdmin,
 	"/lastmile.access.v1.TokenService/RevokeToken": token.PermTokensAdmin,

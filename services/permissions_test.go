@@ -7,6 +7,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 )
@@ -23,7 +24,8 @@ func TestEveryMethodHasAPermission(t *testing.T) {
 	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
 	acc, _ := access.New(access.Config{Store: st})
 	toks, _ := token.New(token.Config{Store: st})
-	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Tunnels: newRelay(t), Registerer: prometheus.NewRegistry()})
+	sh, _ := shadow.New(shadow.Config{Store: st, Devices: st})
+	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Shadows: sh, Tunnels: newRelay(t), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,12 +45,15 @@ const (
 	PermTokensAdmin  = "tokens:admin"
 	PermAccessAdmin  = "access:admin"
 	// PermTunnel opens, uses and closes TCP tunnels to devices.
-	PermTunnel = "tunnel"
+	PermTunnel       = "tunnel"
+	PermShadowsRead  = "shadows:read"
+	PermShadowsWrite = "shadows:write"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
-	PermTunnel}
+	PermTunnel,
+	PermShadowsRead, PermShadowsWrite}
 
 // Prefix starts every token.
 const Prefix = "lmt_"

@@ -81,6 +81,8 @@ func (s *Store) DeleteDevice(_ context.Context, id string) error {
 	defer b.Close()
 	_ = b.Delete([]byte(prefixDevice+id), nil)
 	_ = b.Delete([]byte(prefixPresence+id), nil)
+	shadows := []byte(prefixShadow + id + "/")
+	_ = b.DeleteRange(shadows, prefixEnd(shadows), nil)
 	return b.Commit(pebble.Sync)
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/lastmile-dm/lastmile/internal/store/storetest"
 )
 
-func open(t *testing.T, dir string) *embedded.Store {
+func open(t testing.TB, dir string) *embedded.Store {
 	t.Helper()
 	s, err := embedded.Open(embedded.Config{Dir: dir, Registerer: prometheus.NewRegistry()})
 	if err != nil {

@@ -30,6 +30,7 @@ if tostring(cjson.decode(cur).revision) ~= ARGV[2] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1`)
 	// KEYS: device, index, presence; ARGV: id, key prefix. 0 if not found.
+	// The device's shadows (shadow.go) go with it.
 	deleteDeviceScript = goredis.NewScript(`
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -39,6 +40,11 @@ if p then
   if node then redis.call('SREM', ARGV[2] .. 'node:' .. node, ARGV[1]) end
   redis.call('DEL', KEYS[3])
 end
+local shs = ARGV[2] .. 'shs:' .. ARGV[1]
+for _, n in ipairs(redis.call('SMEMBERS', shs)) do
+  redis.call('DEL', ARGV[2] .. 'sh:' .. ARGV[1] .. ':' .. n)
+end
+redis.call('DEL', shs)
 return 1`)
 	// KEYS: presence; ARGV: json, id, node, key prefix.
 	setOnlineScript = goredis.NewScript(`

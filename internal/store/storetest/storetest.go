@@ -17,6 +17,7 @@ import (
 	"github.com/lastmile-dm/lastmile/broker/persist"
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 )
 
@@ -27,6 +28,7 @@ type Store interface {
 	access.Store
 	token.Store
 	persist.Store
+	shadow.Store
 }
 
 // Opener opens a fresh, empty store; the engine's test cleans it up.
@@ -42,6 +44,8 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Tokens", func(t *testing.T) { t.Parallel(); testTokens(t, open(t)) })
 	t.Run("Sessions", func(t *testing.T) { t.Parallel(); testSessions(t, open(t)) })
 	t.Run("SessionsConcurrent", func(t *testing.T) { t.Parallel(); testSessionsConcurrent(t, open(t)) })
+	t.Run("Shadows", func(t *testing.T) { t.Parallel(); testShadows(t, open(t)) })
+	t.Run("ShadowCAS", func(t *testing.T) { t.Parallel(); testShadowCAS(t, open(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -25,6 +25,15 @@ type Config struct {
 	Log     LogConfig    `yaml:"log"`
 	Access  AccessConfig `yaml:"access"`
 	Tunnel  TunnelConfig `yaml:"tunnel"`
+	Shadow  ShadowConfig `yaml:"shadow"`
+}
+
+// ShadowConfig limits device shadows. Zero means the default.
+type ShadowConfig struct {
+	MaxDocumentBytes int `yaml:"max_document_bytes"`
+	MaxDepth         int `yaml:"max_depth"`
+	MaxInFlight      int `yaml:"max_in_flight"`
+	MaxNamedShadows  int `yaml:"max_named_shadows"`
 }
 
 // Store engines.

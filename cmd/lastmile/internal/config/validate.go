@@ -110,6 +110,16 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	for key, v := range map[string]int{"shadow.max_document_bytes": c.Shadow.MaxDocumentBytes, "shadow.max_depth": c.Shadow.MaxDepth,
+		"shadow.max_in_flight": c.Shadow.MaxInFlight, "shadow.max_named_shadows": c.Shadow.MaxNamedShadows} {
+		if v < 0 {
+			bad(key, "must not be negative (0 = default)")
+		}
+	}
+	if c.Shadow.MaxDocumentBytes > 0 && c.MQTT.Limits.MaxPacketSize > 0 && c.Shadow.MaxDocumentBytes > int(c.MQTT.Limits.MaxPacketSize) {
+		bad("shadow.max_document_bytes", "%d exceeds mqtt.limits.max_packet_size %d: devices could not send such a document", c.Shadow.MaxDocumentBytes, c.MQTT.Limits.MaxPacketSize)
+	}
+
 	l := c.MQTT.Limits
 	if l.MaxPacketSize != 0 && (l.MaxPacketSize < MinPacketSize || l.MaxPacketSize > MaxPacketSize) {
 		bad("mqtt.limits.max_packet_size", "%d is outside %d-%d bytes", l.MaxPacketSize, MinPacketSize, MaxPacketSize)

@@ -25,4 +25,9 @@
 // Connection IDs in presence are node name + "/" + boot ID + "/" + the
 // broker's per-process counter: unique across nodes and restarts, so a
 // stale disconnect from before a restart can never mark a device offline.
+//
+// Each capability that speaks MQTT wires itself in its own file: shadow.go
+// serves device shadows over the broker's in-process messaging, and
+// subscriptions.go fans the broker's one SubscriptionSink out to every
+// component that wants to know when a client subscribes.
 package node

@@ -26,6 +26,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/credential"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
@@ -49,6 +50,10 @@ type Node struct {
 	api      *services.API
 	tunnels  *relay.Relay // nil when tunnel.enabled is false
 	metrics  *prometheus.Registry
+
+	subs         subscriptionFanout // the broker's SubscriptionSink
+	shadows      *shadow.Service
+	shadowBridge *shadowBridge
 
 	started chan struct{}
 	ready   atomic.Bool
@@ -79,6 +84,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	defer func() {
 		if err != nil {
+			if n.shadowBridge != nil {
+				n.shadowBridge.close()
+			}
 			_ = n.store.Close()
 		}
 	}()
@@ -121,6 +129,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		Authenticator: &authenticator{registry: n.registry, access: n.access, devices: n.store, anonymous: cfg.Access.Anonymous.Enabled},
 		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID},
 		Sessions:      n.store,
+		Subscriptions: &n.subs,
 		Logger:        logger,
 		Registerer:    n.metrics,
 	}
@@ -133,6 +142,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.registry.SetKicker(deviceKicker{n.broker})
 	n.access.SetKicker(appKicker{n.broker})
+	if err := n.setupShadows(logger); err != nil {
+		return nil, fmt.Errorf("shadows: %w", err)
+	}
 
 	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
@@ -147,7 +159,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
 	})
@@ -347,6 +359,7 @@ func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 			gs.Stop()
 		}
 	}
+	n.shadowBridge.close()
 	if err := n.broker.Shutdown(ctx); err != nil {
 		n.log.Error("broker shutdown", "error", err)
 	}

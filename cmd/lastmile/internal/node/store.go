@@ -14,6 +14,7 @@ import (
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 	redisstore "github.com/lastmile-dm/lastmile/internal/store/redis"
@@ -26,6 +27,7 @@ type Store interface {
 	access.Store
 	token.Store
 	persist.Store
+	shadow.Store
 	Close() error
 }
 

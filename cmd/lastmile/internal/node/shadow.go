@@ -1,0 +1,358 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lastmile-dm/lastmile/broker"
+	"github.com/lastmile-dm/lastmile/dm/shadow"
+	"github.com/lastmile-dm/lastmile/dm/topic"
+)
+
+// This file connects device shadows to MQTT: the platform subscribes to
+// every device's shadow requests ($dm/+/shadow/#), hands each to a worker
+// (never working on the publisher's goroutine), and publishes the
+// responses (QoS 1) on the device's .../accepted, .../rejected,
+// .../update/delta and .../update/documents topics.
+//
+//	device PUBLISH ──> handle (publisher's goroutine: parse topic, check
+//	                   identity, count in-flight per connection → 429)
+//	                     │ shard by device+shadow: requests of one shadow
+//	                     v stay in order
+//	                   worker ──> shadow.Service ──> PublishMessage
+//	SUBSCRIBE/resume ──> Subscribed ──> worker: publish the current delta
+//	                                    of every shadow the filters cover
+
+// Workers mostly wait on the store (an fsync, a Redis round trip), so
+// there are many: concurrent embedded writes share one group-committed
+// fsync. Queues hold pointers, so idle capacity costs 8 bytes a slot.
+const (
+	shadowWorkers    = 256
+	shadowQueueLen   = 256
+	shadowReqTimeout = 10 * time.Second
+)
+
+type shadowJob struct {
+	st  topic.ShadowTopic
+	msg broker.Message
+	// resync: publish the deltas that filters cover (st.DeviceID only).
+	resync  bool
+	filters []string
+}
+
+// shadowBridge serves shadow requests over MQTT.
+type shadowBridge struct {
+	svc *shadow.Service
+	pub interface{ PublishMessage(broker.Message) error }
+	log *slog.Logger
+	now func() time.Time
+
+	seed   maphash.Seed
+	queues []chan *shadowJob
+	done   chan struct{}
+	wg     sync.WaitGroup
+	ctx    context.Context
+	stop   context.CancelFunc
+	cancel func() // the platform subscription
+	closed sync.Once
+
+	mu       sync.Mutex
+	inflight map[string]int // client ID -> requests queued or running
+
+	requests *prometheus.CounterVec
+}
+
+var (
+	_ broker.SubscriptionSink = (*shadowBridge)(nil)
+	_ shadow.Notifier         = (*shadowBridge)(nil)
+)
+
+// setupShadows builds the shadow service and its MQTT side; called once
+// from New after the broker exists.
+func (n *Node) setupShadows(logger *slog.Logger) error {
+	c := n.cfg.Shadow
+	svc, err := shadow.New(shadow.Config{Store: n.store, Devices: n.store, Logger: logger,
+		Limits: shadow.Limits{MaxDocumentBytes: c.MaxDocumentBytes, MaxDepth: c.MaxDepth, MaxInFlight: c.MaxInFlight, MaxNamedShadows: c.MaxNamedShadows}})
+	if err != nil {
+		return err
+	}
+	b := &shadowBridge{svc: svc, pub: n.broker, log: logger.With("component", "shadow-mqtt"), now: time.Now,
+		seed: maphash.MakeSeed(), done: make(chan struct{}), inflight: map[string]int{}}
+	b.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastmile_shadow_requests_total",
+		Help: "Shadow requests over MQTT by operation and outcome code (200 accepted, else the rejection code).",
+	}, []string{"op", "code"})
+	if err := n.metrics.Register(b.requests); err != nil {
+		return fmt.Errorf("shadow metrics: %w", err)
+	}
+	b.ctx, b.stop = context.WithCancel(context.Background())
+	b.queues = make([]chan *shadowJob, shadowWorkers)
+	for i := range b.queues {
+		b.queues[i] = make(chan *shadowJob, shadowQueueLen)
+		b.wg.Add(1)
+		go b.work(b.queues[i])
+	}
+	if b.cancel, err = n.broker.Subscribe(topic.ShadowFilter, b.handle); err != nil {
+		b.close()
+		return err
+	}
+	n.subs.Add(b)
+	svc.AddNotifier(b)
+	n.shadows, n.shadowBridge = svc, b
+	return nil
+}
+
+// close stops taking requests and waits for the workers; queued requests
+// are dropped (devices retry on no answer, as with any lost QoS 0 reply).
+func (b *shadowBridge) close() {
+	b.closed.Do(func() {
+		if b.cancel != nil {
+			b.cancel()
+		}
+		close(b.done)
+		b.stop()
+		b.wg.Wait()
+	})
+}
+
+func (b *shadowBridge) queue(deviceID, name string) chan *shadowJob {
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	_, _ = h.WriteString(deviceID)
+	_ = h.WriteByte('/')
+	_, _ = h.WriteString(name)
+	return b.queues[h.Sum64()%uint64(len(b.queues))]
+}
+
+// handle runs on the publisher's goroutine: it must not block.
+func (b *shadowBridge) handle(m broker.Message) {
+	st, ok := topic.ParseShadowRequest(m.Topic)
+	if !ok || m.ClientID == "" {
+		return // a response or notification (ours), or not a request
+	}
+	// The broker's ACL already confined devices to their own namespace and
+	// applications to their role's topics; this is the domain's own check.
+	if m.PrincipalID != st.DeviceID && !strings.HasPrefix(m.PrincipalID, "app:") {
+		b.log.Warn("shadow request from a client that is not the device", "device", st.DeviceID, "client", m.ClientID, "principal", m.PrincipalID)
+		b.requests.WithLabelValues(st.Op, "403").Inc()
+		return
+	}
+	if !b.acquire(m.ClientID) {
+		b.reject(st, m, fmt.Errorf("%w: more than %d requests of this connection are in flight", shadow.ErrTooManyRequests, b.svc.Limits().MaxInFlight), peekToken(m.Payload))
+		return
+	}
+	m.Payload = append([]byte(nil), m.Payload...)
+	m.CorrelationData = append([]byte(nil), m.CorrelationData...)
+	select {
+	case b.queue(st.DeviceID, st.Name) <- &shadowJob{st: st, msg: m}:
+	default:
+		b.release(m.ClientID)
+		b.reject(st, m, fmt.Errorf("%w: the server is busy, retry later", shadow.ErrTooManyRequests), peekToken(m.Payload))
+	}
+}
+
+func (b *shadowBridge) acquire(clientID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight[clientID] >= b.svc.Limits().MaxInFlight {
+		return false
+	}
+	b.inflight[clientID]++
+	return true
+}
+
+func (b *shadowBridge) release(clientID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight[clientID] <= 1 {
+		delete(b.inflight, clientID)
+		return
+	}
+	b.inflight[clientID]--
+}
+
+// peekToken reads the clientToken of a request that is rejected unparsed.
+func peekToken(payload []byte) string {
+	var v struct {
+		ClientToken string `json:"clientToken"`
+	}
+	if len(payload) > shadow.DefaultMaxDocumentBytes*8 || json.Unmarshal(payload, &v) != nil || len(v.ClientToken) > shadow.MaxClientTokenLen {
+		return ""
+	}
+	return v.ClientToken
+}
+
+// Subscribed sends a device that subscribes (or resumes a session) the
+// current delta of each of its shadows whose delta topic it now holds, so
+// a device that was offline learns what changed meanwhile.
+func (b *shadowBridge) Subscribed(clientID, principalID string, filters []string, _ bool) {
+	if principalID == "" || principalID != clientID || !topic.ValidDeviceID(principalID) {
+		return // devices only
+	}
+	prefix := topic.Platform(principalID) + "/"
+	var mine []string
+	for _, f := range filters {
+		rest, ok := strings.CutPrefix(f, prefix)
+		if ok && (rest == "#" || strings.HasPrefix(rest, "+/") || strings.HasPrefix(rest, "shadow/")) {
+			mine = append(mine, f)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	select {
+	case b.queue(principalID, "") <- &shadowJob{st: topic.ShadowTopic{DeviceID: principalID}, resync: true, filters: mine}:
+	default:
+		b.log.Warn("shadow queue full: no delta sent on subscribe", "device", principalID)
+	}
+}
+
+func (b *shadowBridge) work(q chan *shadowJob) {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case j := <-q:
+			if j.resync {
+				b.resync(j.st.DeviceID, j.filters)
+				continue
+			}
+			b.serve(j)
+			b.release(j.msg.ClientID)
+		}
+	}
+}
+
+func (b *shadowBridge) serve(j *shadowJob) {
+	ctx, cancel := context.WithTimeout(b.ctx, shadowReqTimeout)
+	defer cancel()
+	st, m, lim := j.st, j.msg, b.svc.Limits()
+	var err error
+	var token string
+	switch st.Op {
+	case topic.ShadowGet:
+		var r *shadow.Request
+		if r, err = shadow.ParseRequest(m.Payload, lim); err == nil {
+			var d *shadow.Document
+			if d, err = b.svc.Get(ctx, st.DeviceID, st.Name); err == nil {
+				b.respond(st, m, topic.ShadowAccepted, shadow.GetAccepted(d, r.ClientToken))
+				if p := shadow.DeltaPayload(d, r.ClientToken); p != nil {
+					b.publish(topic.ShadowDeltaTopic(st.DeviceID, st.Name), m, p)
+				}
+			}
+		}
+		token = r.ClientToken
+	case topic.ShadowUpdate:
+		var u *shadow.Update
+		if u, err = shadow.ParseUpdate(m.Payload, lim); err == nil {
+			var res *shadow.Result
+			if res, err = b.svc.Update(ctx, st.DeviceID, st.Name, u); err == nil {
+				b.respond(st, m, topic.ShadowAccepted, shadow.UpdateAccepted(u, res))
+				// documents and delta went out from ShadowChanged (for API
+				// updates too).
+			}
+		}
+		token = u.ClientToken
+	case topic.ShadowDelete:
+		var r *shadow.Request
+		if r, err = shadow.ParseRequest(m.Payload, lim); err == nil {
+			var d *shadow.Document
+			if d, err = b.svc.Delete(ctx, st.DeviceID, st.Name, r.Version); err == nil {
+				b.respond(st, m, topic.ShadowAccepted, shadow.DeleteAccepted(d, b.now(), r.ClientToken))
+			}
+		}
+		token = r.ClientToken
+	}
+	if err != nil {
+		b.reject(st, m, err, token)
+		return
+	}
+	b.requests.WithLabelValues(st.Op, "200").Inc()
+}
+
+func (b *shadowBridge) reject(st topic.ShadowTopic, m broker.Message, err error, token string) {
+	code, _ := shadow.Code(err)
+	if code == 500 {
+		b.log.Error("shadow request failed", "device", st.DeviceID, "shadow", st.Name, "op", st.Op, "error", err)
+	} else {
+		b.log.Debug("shadow request rejected", "device", st.DeviceID, "shadow", st.Name, "op", st.Op, "code", code, "error", err)
+	}
+	b.requests.WithLabelValues(st.Op, strconv.Itoa(code)).Inc()
+	b.respond(st, m, topic.ShadowRejected, shadow.Rejected(err, b.now(), token))
+}
+
+func (b *shadowBridge) respond(st topic.ShadowTopic, req broker.Message, kind string, payload []byte) {
+	b.publish(topic.ShadowResponse(st.DeviceID, st.Name, st.Op, kind), req, payload)
+}
+
+// publish sends a response; an MQTT 5 requester gets its correlation data
+// back.
+func (b *shadowBridge) publish(to string, req broker.Message, payload []byte) {
+	err := b.pub.PublishMessage(broker.Message{Topic: to, Payload: payload, QoS: 1,
+		CorrelationData: req.CorrelationData, ContentType: "application/json"})
+	if err != nil && !errors.Is(err, broker.ErrNotStarted) {
+		b.log.Warn("publish shadow response", "topic", to, "error", err)
+	}
+}
+
+// ShadowChanged publishes update/documents after every accepted update,
+// and the delta when one is left, whoever made the update (a device over
+// MQTT or the API). It runs under the shadow's write lock, so they go out
+// in version order; PublishMessage only queues to the subscribers'
+// connections.
+func (b *shadowBridge) ShadowChanged(c shadow.Change) {
+	if c.Deleted {
+		return
+	}
+	tok := c.Document.ClientToken
+	b.publish(topic.ShadowResponse(c.DeviceID, c.Name, topic.ShadowUpdate, topic.ShadowDocuments), broker.Message{}, c.Documents(tok))
+	if c.Delta != nil {
+		if p := shadow.DeltaPayload(c.Document, tok); p != nil {
+			b.publish(topic.ShadowDeltaTopic(c.DeviceID, c.Name), broker.Message{}, p)
+		}
+	}
+}
+
+func (b *shadowBridge) resync(deviceID string, filters []string) {
+	ctx, cancel := context.WithTimeout(b.ctx, shadowReqTimeout)
+	defer cancel()
+	names, err := b.svc.List(ctx, deviceID)
+	if err != nil {
+		b.log.Warn("list shadows for delta on subscribe", "device", deviceID, "error", err)
+		return
+	}
+	for _, name := range names {
+		to := topic.ShadowDeltaTopic(deviceID, name)
+		covered := false
+		for _, f := range filters {
+			if topic.Match(f, to) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			continue
+		}
+		d, err := b.svc.Get(ctx, deviceID, name)
+		if err != nil {
+			if !errors.Is(err, shadow.ErrNotFound) {
+				b.log.Warn("read shadow for delta on subscribe", "device", deviceID, "shadow", name, "error", err)
+			}
+			continue
+		}
+		if p := shadow.DeltaPayload(d, ""); p != nil {
+			b.publish(to, broker.Message{}, p)
+		}
+	}
+}
