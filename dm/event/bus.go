@@ -95,9 +95,10 @@ type Bus struct {
 	seq       atomic.Uint64
 	telemetry atomic.Int64 // watchers that asked for telemetry
 
-	mu       sync.RWMutex
-	watchers map[*Watcher]struct{}
-	closed   bool
+	mu        sync.RWMutex
+	watchers  map[*Watcher]struct{}
+	listeners map[*listener]struct{}
+	closed    bool
 
 	published *prometheus.CounterVec
 	dropped   prometheus.Counter
@@ -110,7 +111,7 @@ func New(cfg Config) (*Bus, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "events"), watchers: map[*Watcher]struct{}{},
+	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "events"), watchers: map[*Watcher]struct{}{}, listeners: map[*listener]struct{}{},
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_events_published_total",
 			Help: "Events published on the event bus, by type."}, []string{"type"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_events_dropped_total",
@@ -156,6 +157,9 @@ func (b *Bus) Publish(ev Event) {
 	b.published.WithLabelValues(string(ev.Type)).Inc()
 	b.mu.RLock()
 	defer b.mu.RUnlock()
+	for l := range b.listeners {
+		l.fn(ev)
+	}
 	for w := range b.watchers {
 		if !w.wants(ev) {
 			continue
@@ -172,6 +176,24 @@ func (b *Bus) Publish(ev Event) {
 			checked = ok
 		}
 		w.offer(item{ev: ev, checked: checked})
+	}
+}
+
+type listener struct{ fn func(Event) }
+
+// Listen calls fn with every event, on the publisher's goroutine, until
+// cancel is called: for in-process consumers that must see every event
+// (a watcher may lose events, a listener cannot). fn must not block and
+// must not call Listen or cancel.
+func (b *Bus) Listen(fn func(Event)) (cancel func()) {
+	l := &listener{fn: fn}
+	b.mu.Lock()
+	b.listeners[l] = struct{}{}
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		delete(b.listeners, l)
+		b.mu.Unlock()
 	}
 }
 

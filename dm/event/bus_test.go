@@ -147,6 +147,20 @@ func TestFilters(t *testing.T) {
 	}
 }
 
+func TestListen(t *testing.T) {
+	t.Parallel()
+	b, _ := newBus(t, event.Config{})
+	var got []string
+	cancel := b.Listen(func(ev event.Event) { got = append(got, string(ev.Type)+"/"+ev.DeviceID) })
+	b.Publish(presence("a", true))
+	b.Publish(tele("b"))
+	cancel()
+	b.Publish(presence("c", true))
+	if fmt.Sprint(got) != "[presence/a telemetry/b]" {
+		t.Fatalf("listener saw %v", got)
+	}
+}
+
 func TestBadFilters(t *testing.T) {
 	t.Parallel()
 	b, _ := newBus(t, event.Config{MaxWatchers: 2})
