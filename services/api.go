@@ -14,10 +14,14 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
+	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 )
 
@@ -26,6 +30,10 @@ type Config struct {
 	Registry *registry.Service
 	Access   *access.Service
 	Tokens   *token.Service
+	// Commands and Events back CommandService and EventService; nil
+	// answers UNIMPLEMENTED.
+	Commands *command.Service
+	Events   *event.Bus
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -82,6 +90,8 @@ func New(cfg Config) (*API, error) {
 	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
+	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
+	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -102,6 +112,8 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		devicev1.RegisterDeviceServiceHandlerFromEndpoint,
 		accessv1.RegisterTokenServiceHandlerFromEndpoint,
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
+		commandv1.RegisterCommandServiceHandlerFromEndpoint,
+		eventv1.RegisterEventServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

@@ -27,4 +27,8 @@ var permissions = map[string]string{
 	"/lastmile.access.v1.AccessService/UpdateApplication":       token.PermAccessAdmin,
 	"/lastmile.access.v1.AccessService/DeleteApplication":       token.PermAccessAdmin,
 	"/lastmile.access.v1.AccessService/RotateApplicationSecret": token.PermAccessAdmin,
+
+	"/lastmile.command.v1.CommandService/InvokeCommand": token.PermCommandsInvoke,
+
+	"/lastmile.event.v1.EventService/Watch": token.PermEventsRead,
 }

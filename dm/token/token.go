@@ -44,10 +44,17 @@ const (
 	PermDevicesWrite = "devices:write"
 	PermTokensAdmin  = "tokens:admin"
 	PermAccessAdmin  = "access:admin"
+	// PermCommandsInvoke runs commands on devices.
+	PermCommandsInvoke = "commands:invoke"
+	// PermEventsRead watches the event stream (presence, telemetry, ...).
+	PermEventsRead = "events:read"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
-var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin}
+var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
+	PermCommandsInvoke,
+	PermEventsRead,
+}
 
 // Prefix starts every token.
 const Prefix = "lmt_"
