@@ -182,6 +182,15 @@ func (c *Config) Validate() error {
 			bad("access.anonymous.role", "%q is not a role in access.roles", c.Access.Anonymous.Role)
 		}
 	}
+	if b := c.Events.WatcherBuffer; b < 0 || b > 100_000 {
+		bad("events.watcher_buffer", "%d must be 0 (default) to 100000", b)
+	}
+	if c.Events.MaxWatchers < 0 {
+		bad("events.max_watchers", "%d must not be negative", c.Events.MaxWatchers)
+	}
+	if c.Commands.MaxPending < 0 {
+		bad("commands.max_pending", "%d must not be negative", c.Commands.MaxPending)
+	}
 	return errors.Join(errs...)
 }
 

@@ -24,7 +24,9 @@ import (
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
 	"github.com/lastmile-dm/lastmile/dm/credential"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/services"
@@ -47,6 +49,8 @@ type Node struct {
 	broker   *broker.Server
 	api      *services.API
 	metrics  *prometheus.Registry
+	events   *event.Bus
+	commands *command.Service
 
 	started chan struct{}
 	ready   atomic.Bool
@@ -99,6 +103,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		return nil, err
 	}
 
+	if err := n.newEvents(logger); err != nil {
+		return nil, err
+	}
 	mqttTLS, err := n.mqttTLS()
 	if err != nil {
 		return nil, err
@@ -117,7 +124,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 			MaxSessionExpiry: l.MaxSessionExpiry, DefaultSessionExpiry: l.DefaultSessionExpiry, MaxKeepalive: l.MaxKeepalive,
 		},
 		Authenticator: &authenticator{registry: n.registry, access: n.access, devices: n.store, anonymous: cfg.Access.Anonymous.Enabled},
-		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID},
+		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID, events: n.events},
 		Sessions:      n.store,
 		Logger:        logger,
 		Registerer:    n.metrics,
@@ -131,6 +138,12 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.registry.SetKicker(deviceKicker{n.broker})
 	n.access.SetKicker(appKicker{n.broker})
+	if err := n.newCommands(logger); err != nil {
+		return nil, fmt.Errorf("commands: %w", err)
+	}
+	if err := n.subscribeTelemetry(); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
 
 	var grpcOpts []grpc.ServerOption
 	if cfg.GRPC.TLS.Enabled() {
@@ -141,7 +154,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Commands: n.commands, Events: n.events,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
 	})
@@ -324,6 +337,7 @@ func (n *Node) startHTTP(ctx context.Context, grpcAddr net.Addr, addrs map[strin
 // recording disconnects), then presence, then the store.
 func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 	n.ready.Store(false)
+	n.stopCommandsAndEvents()
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if hs != nil {
