@@ -1,5 +1,6 @@
 // Command lmctl is lastmile's command-line client: it speaks the northbound
-// gRPC API (devices, tokens, roles, applications) with a bearer token.
+// gRPC API (devices, tokens, roles, applications, commands, events) with a
+// bearer token.
 //
 //	lmctl [--server host:port] [--token lmt_...] [-o table|json] <resource> <verb> [flags] [args]
 //
@@ -37,6 +38,8 @@ resources and verbs:
   tokens    create|list|revoke
   roles     put|get|list|delete
   apps      create|get|list|update|delete|rotate-secret
+  cmd       invoke DEVICE NAME [--payload JSON]   (--timeout is the command's)
+  events    watch [--device ID] [--label k=v] [--type presence|telemetry|...]
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)

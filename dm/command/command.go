@@ -147,6 +147,7 @@ type Service struct {
 	late     map[string]struct{} // recently timed-out request IDs
 	lateRing []string
 	lateNext int
+	closed   bool
 }
 
 type pending struct {
@@ -206,9 +207,10 @@ func (r Request) Check(maxPayload int) (time.Duration, error) {
 
 // Invoke sends the command and waits for the device's reply. It fails at
 // once with ErrOffline when the device is not connected, with ErrTimeout
-// when it does not reply in time, with ErrOffline when it disconnects
-// before replying, and with ErrBadReply when its reply is malformed; any
-// status the device replies with is a success.
+// when it does not reply in time and with ErrBadReply when its reply is
+// malformed; any status the device replies with is a success. A device
+// that reconnects may still reply within the timeout (the reply topic
+// holds everything needed), so a disconnect alone does not end the wait.
 func (s *Service) Invoke(ctx context.Context, r Request) (*Result, error) {
 	timeout, err := r.Check(s.cfg.MaxPayload)
 	if err != nil {
@@ -227,7 +229,9 @@ func (s *Service) Invoke(ctx context.Context, r Request) (*Result, error) {
 	}
 	p := &pending{deviceID: r.DeviceID, name: r.Name, done: make(chan outcome, 1)}
 	if err := s.add(id, p); err != nil {
-		s.m.invocations.WithLabelValues("too_many_pending").Inc()
+		if errors.Is(err, ErrTooManyPending) {
+			s.m.invocations.WithLabelValues("too_many_pending").Inc()
+		}
 		return nil, err
 	}
 	msg := Message{Topic: topic.CommandRequest(r.DeviceID, r.Name), Payload: r.Payload,
@@ -298,6 +302,9 @@ func (s *Service) finish(r Request, id string, start time.Time, o outcome) *Resu
 func (s *Service) add(id string, p *pending) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("%w: the server is shutting down", ErrOffline)
+	}
 	if len(s.pending) >= s.cfg.MaxPending {
 		return fmt.Errorf("%w: %d invocations are waiting for replies", ErrTooManyPending, len(s.pending))
 	}
@@ -393,20 +400,15 @@ func (s *Service) drop(reason string, m Reply, err error) {
 	s.log.Debug("command reply dropped", "reason", reason, "topic", m.Topic, "principal", m.PrincipalID, "error", err)
 }
 
-// DeviceGone fails the device's pending invocations with ErrOffline: it
-// disconnected and will not reply. Call it only when the device has no
-// connection left (not on a takeover).
-func (s *Service) DeviceGone(deviceID string) {
+// Close fails every pending invocation with ErrOffline and refuses new
+// ones, so a stopping server does not wait for replies.
+func (s *Service) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perDev[deviceID] == 0 {
-		return
-	}
+	s.closed = true
 	for id, p := range s.pending {
-		if p.deviceID == deviceID {
-			s.take(id)
-			p.done <- outcome{err: fmt.Errorf("%w: it disconnected before replying", ErrOffline)}
-		}
+		s.take(id)
+		p.done <- outcome{err: fmt.Errorf("%w: the server is shutting down", ErrOffline)}
 	}
 }
 

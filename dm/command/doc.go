@@ -11,7 +11,6 @@
 //	   │
 //	   └─ wait: reply ─────────> Result{device's status, payload}
 //	          timeout ─────────> ErrTimeout (request ID remembered: a later reply counts as late)
-//	          DeviceGone ──────> ErrOffline
 //	          malformed reply ─> ErrBadReply
 //
 //	broker: $dm/+/cmdreply/+/+ ──> HandleReply (never blocks): the publisher

@@ -21,8 +21,7 @@
 // miss also starts a background prefetch, so the publisher never waits for
 // the store. Labels changed in the registry are seen within LabelTTL.
 //
-// In-process consumers that must see every event (commands failing the
-// pending requests of a device that went away) use Listen instead of a
+// In-process consumers that must see every event use Listen instead of a
 // watcher: a synchronous callback that must not block.
 //
 // Telemetry is opt-in per watcher; Wants lets the telemetry handler skip

@@ -6,13 +6,11 @@ import (
 
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/dm/command"
-	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 )
 
 // newCommands builds the command service on the broker: requests go out
-// with PublishMessage, replies come in through a platform subscription, and
-// a device's disconnect fails its pending invocations at once.
+// with PublishMessage, replies come in through a platform subscription.
 func (n *Node) newCommands(logger *slog.Logger) error {
 	svc, err := command.New(command.Config{Devices: commandDevices{n}, Transport: commandTransport{n.broker},
 		Events: n.events, MaxPending: n.cfg.Commands.MaxPending, Logger: logger, Registerer: n.metrics})
@@ -25,12 +23,6 @@ func (n *Node) newCommands(logger *slog.Logger) error {
 	}); err != nil {
 		return err
 	}
-	n.events.Listen(func(ev event.Event) {
-		// A takeover's disconnect leaves the device connected: keep waiting.
-		if ev.Type == event.TypePresence && !ev.Presence.Connected && !n.broker.Connected(ev.DeviceID) {
-			svc.DeviceGone(ev.DeviceID)
-		}
-	})
 	n.commands = svc
 	return nil
 }

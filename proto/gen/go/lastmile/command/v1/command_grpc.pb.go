@@ -33,9 +33,9 @@ const (
 type CommandServiceClient interface {
 	// InvokeCommand sends a command to a device and waits for its reply.
 	// Outcomes: the device's own status and payload (whatever the status);
-	// UNAVAILABLE (HTTP 503) at once when the device is offline, or when it
-	// disconnects before replying; DEADLINE_EXCEEDED (HTTP 504) when it does
-	// not reply within the timeout; NOT_FOUND for an unknown device;
+	// UNAVAILABLE (HTTP 503) at once when the device is offline;
+	// DEADLINE_EXCEEDED (HTTP 504) when it does not reply within the timeout
+	// (a device that reconnects meanwhile may still reply); NOT_FOUND for an unknown device;
 	// INVALID_ARGUMENT for a bad name, payload or timeout; RESOURCE_EXHAUSTED
 	// when too many invocations are waiting; UNKNOWN when the device's reply
 	// is malformed. An invocation is not idempotent: a retry runs the command
@@ -72,9 +72,9 @@ func (c *commandServiceClient) InvokeCommand(ctx context.Context, in *InvokeComm
 type CommandServiceServer interface {
 	// InvokeCommand sends a command to a device and waits for its reply.
 	// Outcomes: the device's own status and payload (whatever the status);
-	// UNAVAILABLE (HTTP 503) at once when the device is offline, or when it
-	// disconnects before replying; DEADLINE_EXCEEDED (HTTP 504) when it does
-	// not reply within the timeout; NOT_FOUND for an unknown device;
+	// UNAVAILABLE (HTTP 503) at once when the device is offline;
+	// DEADLINE_EXCEEDED (HTTP 504) when it does not reply within the timeout
+	// (a device that reconnects meanwhile may still reply); NOT_FOUND for an unknown device;
 	// INVALID_ARGUMENT for a bad name, payload or timeout; RESOURCE_EXHAUSTED
 	// when too many invocations are waiting; UNKNOWN when the device's reply
 	// is malformed. An invocation is not idempotent: a retry runs the command
