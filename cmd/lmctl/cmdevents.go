@@ -124,9 +124,13 @@ func eventsWatch(c *cli, args []string, stderr io.Writer) error {
 			}
 			return err
 		}
+		if m.GetCreated() {
+			fmt.Fprintln(stderr, "lmctl: watching events; Ctrl-C to stop")
+			continue
+		}
 		ev := m.GetEvent()
 		if ev == nil {
-			continue // the "created" message
+			continue
 		}
 		if err := c.printEvent(ev); err != nil {
 			return err
