@@ -97,10 +97,13 @@ type Bus struct {
 
 	mu        sync.RWMutex
 	watchers  map[*Watcher]struct{}
+	anyDevice map[*Watcher]struct{}            // watchers without a device filter
+	byDevice  map[string]map[*Watcher]struct{} // the others, by device ID
 	listeners map[*listener]struct{}
 	closed    bool
 
 	published *prometheus.CounterVec
+	perType   map[Type]prometheus.Counter // published, resolved once
 	dropped   prometheus.Counter
 	overflows prometheus.Counter
 	active    prometheus.Gauge
@@ -112,6 +115,7 @@ func New(cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "events"), watchers: map[*Watcher]struct{}{}, listeners: map[*listener]struct{}{},
+		anyDevice: map[*Watcher]struct{}{}, byDevice: map[string]map[*Watcher]struct{}{},
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_events_published_total",
 			Help: "Events published on the event bus, by type."}, []string{"type"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_events_dropped_total",
@@ -125,6 +129,10 @@ func New(cfg Config) (*Bus, error) {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("event: register metrics: %w", err)
 		}
+	}
+	b.perType = make(map[Type]prometheus.Counter, len(Types))
+	for _, t := range Types {
+		b.perType[t] = b.published.WithLabelValues(string(t))
 	}
 	if cfg.Labels != nil {
 		b.labels = newLabelCache(cfg.Labels, cfg.LabelTTL, cfg.MaxCachedLabels, cfg.Now)
@@ -154,28 +162,45 @@ func (b *Bus) Publish(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = b.cfg.Now().UTC()
 	}
-	b.published.WithLabelValues(string(ev.Type)).Inc()
+	if c, ok := b.perType[ev.Type]; ok {
+		c.Inc()
+	} else {
+		b.published.WithLabelValues(string(ev.Type)).Inc()
+	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for l := range b.listeners {
 		l.fn(ev)
 	}
-	for w := range b.watchers {
-		if !w.wants(ev) {
-			continue
+	// Only the watchers that could want this device are looked at; the
+	// device's labels are looked up once per event, without I/O.
+	var labels map[string]string
+	labelsKnown, labelsLooked := false, false
+	offer := func(w *Watcher) {
+		if !w.wantsType(ev.Type) {
+			return
 		}
 		checked := true
 		if w.needsLabels {
-			labels, ok := b.labels.peek(ev.DeviceID)
-			if ok && !w.filter.Selector.Matches(labels) {
-				continue
+			if !labelsLooked {
+				labels, labelsKnown = b.labels.peek(ev.DeviceID)
+				labelsLooked = true
+				if !labelsKnown {
+					b.labels.prefetch(ev.DeviceID)
+				}
 			}
-			if !ok {
-				b.labels.prefetch(ev.DeviceID)
+			if labelsKnown && !w.filter.Selector.Matches(labels) {
+				return
 			}
-			checked = ok
+			checked = labelsKnown
 		}
 		w.offer(item{ev: ev, checked: checked})
+	}
+	for w := range b.anyDevice {
+		offer(w)
+	}
+	for w := range b.byDevice[ev.DeviceID] {
+		offer(w)
 	}
 }
 
@@ -241,6 +266,17 @@ func (b *Bus) Watch(f Filter) (*Watcher, error) {
 		return nil, fmt.Errorf("%w: %d watchers", ErrTooManyWatchers, b.cfg.MaxWatchers)
 	}
 	b.watchers[w] = struct{}{}
+	if w.ids == nil {
+		b.anyDevice[w] = struct{}{}
+	}
+	for id := range w.ids {
+		set := b.byDevice[id]
+		if set == nil {
+			set = map[*Watcher]struct{}{}
+			b.byDevice[id] = set
+		}
+		set[w] = struct{}{}
+	}
 	if w.telemetry {
 		b.telemetry.Add(1)
 	}
@@ -255,6 +291,15 @@ func (b *Bus) remove(w *Watcher) bool {
 		return false
 	}
 	delete(b.watchers, w)
+	delete(b.anyDevice, w)
+	for id := range w.ids {
+		if set := b.byDevice[id]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(b.byDevice, id)
+			}
+		}
+	}
 	if w.telemetry {
 		b.telemetry.Add(-1)
 	}
@@ -298,21 +343,12 @@ type Watcher struct {
 	once     sync.Once
 }
 
-// wants applies the cheap part of the filter (no labels).
-func (w *Watcher) wants(ev Event) bool {
+// wantsType applies the type filter (the device filter is the bus's index).
+func (w *Watcher) wantsType(t Type) bool {
 	if len(w.filter.Types) == 0 {
-		if ev.Type == TypeTelemetry {
-			return false
-		}
-	} else if !slices.Contains(w.filter.Types, ev.Type) {
-		return false
+		return t != TypeTelemetry
 	}
-	if w.ids != nil {
-		if _, ok := w.ids[ev.DeviceID]; !ok {
-			return false
-		}
-	}
-	return true
+	return slices.Contains(w.filter.Types, t)
 }
 
 func (w *Watcher) offer(it item) {
