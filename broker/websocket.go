@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -23,6 +24,8 @@ type wsListener struct {
 	ln  net.Listener
 	srv *http.Server
 	log *slog.Logger
+	// establish is set by Serve; a connection that arrives before is refused.
+	establish atomic.Pointer[listeners.EstablishFn]
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -41,12 +44,10 @@ func (l *wsListener) ID() string       { return l.id }
 func (l *wsListener) Address() string  { return l.ln.Addr().String() }
 func (l *wsListener) Protocol() string { return "ws" }
 
+// Init builds the HTTP server; Serve only runs it, so that Close (on
+// another goroutine) never races with its construction.
 func (l *wsListener) Init(log *slog.Logger) error {
 	l.log = log
-	return nil
-}
-
-func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	l.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,10 +56,17 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 				return // the upgrader answered with an HTTP error
 			}
 			defer c.Close()
-			_ = establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c})
+			if establish := l.establish.Load(); establish != nil {
+				_ = (*establish)(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c})
+			}
 		}),
 		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.establish.Store(&establish)
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
 	}
@@ -69,9 +77,8 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.srv.Shutdown(ctx)
-	} else {
-		_ = l.ln.Close()
 	}
+	_ = l.ln.Close() // Shutdown closes it only if Serve ran
 	closeClients(l.id)
 }
 

@@ -27,7 +27,7 @@ func lmctl(t *testing.T) string {
 		lmctlBin = filepath.Join(filepath.Dir(binary), "lmctl")
 		out, err := exec.Command("go", "build", "-o", lmctlBin, "../lmctl").CombinedOutput()
 		if err != nil {
-			lmctlErr = fmt.Errorf("build lmctl: %v\n%s", err, out)
+			lmctlErr = fmt.Errorf("build lmctl: %w\n%s", err, out)
 		}
 	})
 	if lmctlErr != nil {

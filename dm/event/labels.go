@@ -66,7 +66,9 @@ func (c *labelCache) get(ctx context.Context, id string) (map[string]string, err
 	if !ok {
 		call = &labelCall{done: make(chan struct{})}
 		c.inflight[id] = call
-		go c.fetch(id, call)
+		// The read is shared by every waiter, so it must not end with the
+		// first waiter's context; fetch bounds it itself.
+		go c.fetch(id, call) //nolint:gosec // see above
 	}
 	c.mu.Unlock()
 	select {

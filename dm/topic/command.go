@@ -112,7 +112,7 @@ func ParseReply(b []byte) (Reply, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return Reply{}, fmt.Errorf("%w: payload is not {\"status\": N, \"payload\": ...}: %v", ErrBadReply, err)
+		return Reply{}, fmt.Errorf("%w: payload is not {\"status\": N, \"payload\": ...}: %w", ErrBadReply, err)
 	}
 	if dec.More() {
 		return Reply{}, fmt.Errorf("%w: data after the JSON object", ErrBadReply)
@@ -129,7 +129,7 @@ func ParseReply(b []byte) (Reply, error) {
 	if len(raw.Payload) > 0 && !bytes.Equal(raw.Payload, []byte("null")) {
 		var c bytes.Buffer
 		if err := json.Compact(&c, raw.Payload); err != nil {
-			return Reply{}, fmt.Errorf("%w: payload: %v", ErrBadReply, err)
+			return Reply{}, fmt.Errorf("%w: payload: %w", ErrBadReply, err)
 		}
 		r.Payload = c.Bytes()
 	}
