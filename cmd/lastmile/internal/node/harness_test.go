@@ -34,7 +34,7 @@ type liveNode struct {
 	conn    *grpc.ClientConn
 }
 
-func startNode(t *testing.T, engine string, tune func(*config.Config)) *liveNode {
+func startNode(t testing.TB, engine string, tune func(*config.Config)) *liveNode {
 	t.Helper()
 	cfg := config.Default()
 	cfg.NodeName = "t1"
@@ -93,7 +93,7 @@ func (ln *liveNode) ctx(t *testing.T) context.Context {
 }
 
 // device registers a device and returns its secret.
-func (ln *liveNode) device(t *testing.T, id string, labels map[string]string) string {
+func (ln *liveNode) device(t testing.TB, id string, labels map[string]string) string {
 	t.Helper()
 	_, secret, err := ln.n.registry.Create(context.Background(), registry.Device{ID: id, Labels: labels, Enabled: true}, registry.Secret{Generate: true})
 	if err != nil {
@@ -166,7 +166,7 @@ type v5Device struct {
 	got chan *paho.Publish
 }
 
-func connectV5(t *testing.T, addr, id, secret string, onPublish func(c *paho.Client, p *paho.Publish)) *v5Device {
+func connectV5(t testing.TB, addr, id, secret string, onPublish func(c *paho.Client, p *paho.Publish)) *v5Device {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -195,7 +195,7 @@ func connectV5(t *testing.T, addr, id, secret string, onPublish func(c *paho.Cli
 	return d
 }
 
-func (d *v5Device) subscribe(t *testing.T, filter string) {
+func (d *v5Device) subscribe(t testing.TB, filter string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
