@@ -87,7 +87,7 @@ func New(cfg Config) (*API, error) {
 		grpc.ChainStreamInterceptor(m.stream(a.log), auth.stream),
 	}, cfg.GRPCServerOptions...)
 	a.grpc = grpc.NewServer(opts...)
-	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
+	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log, events: cfg.Events})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
 	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})

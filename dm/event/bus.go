@@ -222,7 +222,8 @@ func (b *Bus) Listen(fn func(Event)) (cancel func()) {
 	}
 }
 
-// ForgetLabels drops the cached labels of a device, e.g. after they changed.
+// ForgetLabels drops the cached labels of a device after they changed, so
+// label filters see the change at once rather than within LabelTTL.
 func (b *Bus) ForgetLabels(deviceID string) {
 	if b != nil && b.labels != nil {
 		b.labels.forget(deviceID)

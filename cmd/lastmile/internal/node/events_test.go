@@ -135,6 +135,21 @@ func TestEventStream(t *testing.T) {
 				}
 			}
 
+			// s1 moves north through the API: the north watcher sees its
+			// next telemetry at once (the label cache is told).
+			if code, body := ln.rest(t, "PATCH", "/v1/devices/s1", `{"labels":{"region":"north"}}`); code != 200 {
+				t.Fatalf("relabel s1: %d %v", code, body)
+			}
+			if tok := c3.Publish("tele/s1/raw", 1, false, "moved"); !tok.WaitTimeout(10e9) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+			if m, err := gw.Recv(); err != nil || m.GetEvent().GetDeviceId() != "s1" || string(m.GetEvent().GetTelemetry().GetPayload()) != "moved" {
+				t.Fatalf("after relabelling: %v %v", m, err)
+			}
+			if got, _ := restEvent(t, rest); got != "EVENT_TYPE_TELEMETRY/s1" {
+				t.Fatalf("REST: %s", got)
+			}
+
 			// Shadows publish with one line; REST asked for them.
 			ln.n.events.Publish(event.ShadowUpdated("n1", "", 7, json.RawMessage(`{"state":{"reported":{"fw":"2.1"}}}`)))
 			got, ev = restEvent(t, rest)

@@ -101,7 +101,8 @@ type WatchRequest struct {
 	// Only these devices (at most 1000); empty means every device.
 	DeviceIds []string `protobuf:"bytes,1,rep,name=device_ids,json=deviceIds,proto3" json:"device_ids,omitempty"`
 	// Only devices whose labels match, in the ListDevices syntax
-	// ("region=north,tier!=gold"). Label changes are seen within 30 s.
+	// ("region=north,tier!=gold"). Label changes made through this node
+	// apply at once, others within 30 s.
 	LabelSelector string `protobuf:"bytes,2,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	// Only these types; empty means every type except telemetry.
 	Types         []EventType `protobuf:"varint,3,rep,packed,name=types,proto3,enum=lastmile.event.v1.EventType" json:"types,omitempty"`
