@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
@@ -13,6 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
+	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
 )
@@ -168,5 +172,54 @@ func TestCommandReplyAfterReconnect(t *testing.T) {
 	r := <-done
 	if r.err != nil || r.res.GetStatus() != 202 {
 		t.Fatalf("got %v %v", r.res, r.err)
+	}
+}
+
+// TestCommandReplyOnlyFromTheDevice: an application whose role lets it
+// publish anywhere under $dm cannot answer for a device; its reply is
+// dropped and counted, and the invocation times out.
+func TestCommandReplyOnlyFromTheDevice(t *testing.T) {
+	t.Parallel()
+	ln := startNode(t, engines[0], func(c *config.Config) {
+		c.Access.Roles = []config.RoleConfig{{Name: "dm-writer", Rules: []config.RuleConfig{{Action: "publish", Effect: "allow", Topics: []string{"$dm/#"}}}}}
+	})
+	_, appSecret, err := ln.n.access.CreateApplication(t.Context(), access.Application{Name: "forger", Role: "dm-writer", Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := connectV5(t, ln.mqtt, "app:forger", appSecret, nil)
+	d := connectV5(t, ln.mqtt, "d1", ln.device(t, "d1", nil), nil)
+	d.subscribe(t, topic.CommandSubscription("d1"))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := commandv1.NewCommandServiceClient(ln.conn).InvokeCommand(ln.ctx(t),
+			&commandv1.InvokeCommandRequest{DeviceId: "d1", Name: "unlock", Timeout: durationpb.New(2e9)})
+		errc <- err
+	}()
+	req := <-d.got
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := app.c.Publish(ctx, &paho.Publish{Topic: req.Properties.ResponseTopic, QoS: 1, Payload: []byte(`{"status":200}`),
+		Properties: &paho.PublishProperties{CorrelationData: req.Properties.CorrelationData}}); err != nil {
+		t.Fatalf("the application's publish was refused by its role: %v", err)
+	}
+	if err := <-errc; status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED", err)
+	}
+	mfs, _ := ln.n.metrics.Gather()
+	foreign := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "lastmile_commands_replies_total" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "foreign" {
+						foreign = m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if foreign != 1 {
+		t.Fatalf("foreign replies counted: %v", foreign)
 	}
 }
