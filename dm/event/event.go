@@ -121,8 +121,8 @@ var (
 	// ErrOverflow: the watcher did not keep up and its buffer overflowed.
 	// Next returns an *OverflowError wrapping it.
 	ErrOverflow = errors.New("event: watcher too slow, buffer overflowed")
-	// ErrClosed: the watcher or the bus was closed.
-	ErrClosed = errors.New("event: watch closed")
+	// ErrClosed: the watcher or the bus was closed (the server is stopping).
+	ErrClosed = errors.New("event: watch closed: the server is stopping")
 	// ErrLabels: device labels could not be looked up for a label filter.
 	ErrLabels = errors.New("event: device labels unavailable")
 )
