@@ -15,9 +15,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/event"
+	"github.com/lastmile-dm/lastmile/dm/topic"
+	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
 	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 )
 
@@ -163,7 +166,7 @@ func TestEventStream(t *testing.T) {
 
 func TestEventStreamBadRequests(t *testing.T) {
 	t.Parallel()
-	ln := startNode(t, engines[0], nil)
+	ln := startNode(t, engines[0], func(c *config.Config) { c.Events.MaxWatchers = 1 })
 	for _, q := range []string{"?device_ids=a/b", "?label_selector=%3D%3D", "?types=EVENT_TYPE_NOPE", "?types=EVENT_TYPE_UNSPECIFIED"} {
 		code, body := ln.rest(t, "GET", "/v1/events:watch"+q, "")
 		if code != 400 || body["message"] == "" {
@@ -176,6 +179,54 @@ func TestEventStreamBadRequests(t *testing.T) {
 	}
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("gRPC bad device ID: %v", err)
+	}
+	// One watcher is allowed here; the second gets 429.
+	first, err := eventv1.NewEventServiceClient(ln.conn).Watch(ln.ctx(t), &eventv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := first.Recv(); err != nil || !m.GetCreated() {
+		t.Fatalf("first watch: %v %v", m, err)
+	}
+	if code, body := ln.rest(t, "GET", "/v1/events:watch", ""); code != 429 || body["message"] == "" {
+		t.Fatalf("second watch: %d %v", code, body)
+	}
+}
+
+// TestShutdownEndsWatchesAndCommands: stopping a node ends open watches and
+// pending commands at once with UNAVAILABLE, rather than waiting for them.
+func TestShutdownEndsWatchesAndCommands(t *testing.T) {
+	t.Parallel()
+	ln := startNode(t, engines[0], nil)
+	d := connectV5(t, ln.mqtt, "d1", ln.device(t, "d1", nil), nil)
+	d.subscribe(t, topic.CommandSubscription("d1"))
+	w, err := eventv1.NewEventServiceClient(ln.conn).Watch(ln.ctx(t), &eventv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := w.Recv(); err != nil || !m.GetCreated() {
+		t.Fatalf("watch: %v %v", m, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := commandv1.NewCommandServiceClient(ln.conn).InvokeCommand(ln.ctx(t),
+			&commandv1.InvokeCommandRequest{DeviceId: "d1", Name: "wait", Timeout: durationpb.New(300e9)})
+		errc <- err
+	}()
+	<-d.got // pending now
+	ln.stop()
+	if err := <-errc; status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("pending command: %v", err)
+	}
+	for {
+		_, err := w.Recv()
+		if err == nil {
+			continue // events published before the end (presence)
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stopping") {
+			t.Fatalf("watch: %v", err)
+		}
+		break
 	}
 }
 

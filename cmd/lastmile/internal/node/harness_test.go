@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type liveNode struct {
 	httpURL string
 	bearer  string
 	conn    *grpc.ClientConn
+	// stop stops the node and waits for Run to return.
+	stop func()
 }
 
 func startNode(t testing.TB, engine string, tune func(*config.Config)) *liveNode {
@@ -58,14 +61,18 @@ func startNode(t testing.TB, engine string, tune func(*config.Config)) *liveNode
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("node did not stop")
-		}
-	})
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("node did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-n.Started():
 	case err := <-done:
@@ -74,7 +81,7 @@ func startNode(t testing.TB, engine string, tune func(*config.Config)) *liveNode
 		t.Fatal("not started")
 	}
 	a := n.Addrs()
-	ln := &liveNode{n: n, mqtt: a["mqtt"].String(), httpURL: "http://" + a["http"].String()}
+	ln := &liveNode{n: n, mqtt: a["mqtt"].String(), httpURL: "http://" + a["http"].String(), stop: stop}
 	if _, ln.bearer, err = n.Tokens().Create(context.Background(), "test", nil, 0); err != nil {
 		t.Fatal(err)
 	}
