@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/lastmile-dm/lastmile/broker"
@@ -37,7 +38,12 @@ func (d commandDevices) Online(ctx context.Context, id string) (bool, byte, erro
 	if err != nil {
 		return false, 0, err
 	}
-	return d.n.broker.Connected(id), p.ProtocolVersion, nil
+	online := d.n.broker.Connected(id)
+	if !online && p.Online && p.Node != d.n.cfg.NodeName {
+		// Until cluster routing, a command reaches devices on this node only.
+		return false, 0, fmt.Errorf("%w: device %s is connected to node %s, not to this one (%s)", command.ErrOffline, id, p.Node, d.n.cfg.NodeName)
+	}
+	return online, p.ProtocolVersion, nil
 }
 
 // commandTransport publishes requests at QoS 0: at most once, never queued.

@@ -223,3 +223,21 @@ func TestCommandReplyOnlyFromTheDevice(t *testing.T) {
 		t.Fatalf("foreign replies counted: %v", foreign)
 	}
 }
+
+// TestCommandOnAnotherNode: two nodes share a Redis store; a command sent
+// through the node that does not hold the device answers UNAVAILABLE and
+// names the node that does.
+func TestCommandOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, config.EngineRedis, nil)
+	b := startNode(t, config.EngineRedis, func(c *config.Config) {
+		c.NodeName = "t2"
+		c.Store.Redis.Addr = a.n.cfg.Store.Redis.Addr
+	})
+	d := connectV5(t, a.mqtt, "d1", a.device(t, "d1", nil), nil)
+	d.subscribe(t, topic.CommandSubscription("d1"))
+	_, err := commandv1.NewCommandServiceClient(b.conn).InvokeCommand(b.ctx(t), &commandv1.InvokeCommandRequest{DeviceId: "d1", Name: "reboot"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connected to node t1") {
+		t.Fatalf("through the other node: %v", err)
+	}
+}
