@@ -14,11 +14,15 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
+	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
@@ -33,6 +37,10 @@ type Config struct {
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
 	// Shadows serves ShadowService; nil leaves it unregistered.
 	Shadows *shadow.Service
+	// Commands and Events back CommandService and EventService; nil
+	// answers UNIMPLEMENTED.
+	Commands *command.Service
+	Events   *event.Bus
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -86,7 +94,7 @@ func New(cfg Config) (*API, error) {
 		grpc.ChainStreamInterceptor(m.stream(a.log), auth.stream),
 	}, cfg.GRPCServerOptions...)
 	a.grpc = grpc.NewServer(opts...)
-	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
+	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log, events: cfg.Events})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
 	if cfg.Tunnels != nil {
@@ -95,6 +103,8 @@ func New(cfg Config) (*API, error) {
 	if cfg.Shadows != nil {
 		shadowv1.RegisterShadowServiceServer(a.grpc, &shadowServer{svc: cfg.Shadows, log: a.log})
 	}
+	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
+	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -117,6 +127,8 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
 		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
+		commandv1.RegisterCommandServiceHandlerFromEndpoint,
+		eventv1.RegisterEventServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

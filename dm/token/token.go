@@ -48,12 +48,20 @@ const (
 	PermTunnel       = "tunnel"
 	PermShadowsRead  = "shadows:read"
 	PermShadowsWrite = "shadows:write"
+	// PermCommandsInvoke runs commands on devices.
+	PermCommandsInvoke = "commands:invoke"
+	// PermEventsRead watches the event stream (presence, telemetry, ...).
+	PermEventsRead = "events:read"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
 	PermTunnel,
-	PermShadowsRead, PermShadowsWrite}
+	PermShadowsRead, PermShadowsWrite,
+
+	PermCommandsInvoke,
+	PermEventsRead,
+}
 
 // Prefix starts every token.
 const Prefix = "lmt_"
