@@ -26,7 +26,7 @@ type Case struct {
 // each, on a 2-core machine.
 var Standard = []Case{
 	{"connect 5000", "connect", Params{Devices: 5000, Sources: 8}},
-	{"fanin qos1 1000->2 flat out", "fanin", Params{Devices: 1000, Subs: 2, QoS: 1, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 4}},
+	{"fanin qos1 1000->2 flat out", "fanin", Params{Devices: 1000, Subs: 2, QoS: 1, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 1}},
 	{"fanin qos1 1000->2 at 5000/s", "fanin", Params{Devices: 1000, Subs: 2, QoS: 1, Rate: 5000, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 4}},
 	{"fanout qos0 1->1000 flat out", "fanout", Params{Subs: 1000, QoS: 0, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 1}},
 	{"fanout qos1 1->1000 flat out", "fanout", Params{Subs: 1000, QoS: 1, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 16}},

@@ -89,6 +89,8 @@ type proc struct {
 func startProc(name string, args []string, onLine func(string)) (*proc, error) {
 	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), onLine: onLine}
 	p.cmd.Env = cleanEnv()
+	// The broker dies with the harness, however the harness ends.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -356,6 +358,7 @@ autosave_interval 1800
 max_queued_messages 1000
 max_inflight_messages 64
 max_connections -1
+set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
