@@ -61,6 +61,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	if l.MaxPendingWrites == 0 {
 		l.MaxPendingWrites = DefaultMaxPendingWrites
 	}
+	if l.MaxPendingBytes == 0 {
+		l.MaxPendingBytes = DefaultMaxPendingBytes
+	}
 	if l.MaxQueuedMessages == 0 {
 		l.MaxQueuedMessages = DefaultMaxQueuedMessages
 	}
@@ -69,6 +72,13 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if l.MaxSessionExpiry == 0 {
 		l.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	switch l.SlowConsumerPolicy {
+	case "":
+		l.SlowConsumerPolicy = SlowConsumerDrop
+	case SlowConsumerDrop, SlowConsumerDisconnect:
+	default:
+		return fmt.Errorf("broker: SlowConsumerPolicy %q: want %q or %q", l.SlowConsumerPolicy, SlowConsumerDrop, SlowConsumerDisconnect)
 	}
 	if l.ConnectRatePerIP > 0 && l.ConnectBurstPerIP <= 0 {
 		l.ConnectBurstPerIP = max(1, int(l.ConnectRatePerIP))
@@ -145,6 +155,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	// After the session hook: a message it requeues is stored like any other.
+	if err := m.AddHook(newDeliveryHook(s), nil); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -160,7 +174,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return nil, fmt.Errorf("mqtt %s listener on %s: %w", id, addr, err)
 		}
-		return ln, nil
+		return &backlogListener{Listener: ln, limit: s.cfg.Limits.MaxPendingBytes, onStall: s.stalled}, nil
 	}
 	var bound []net.Listener
 	fail := func(err error) error {
@@ -219,6 +233,13 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stalled counts and logs a connection closed for its write backlog.
+func (s *Server) stalled(remote string) {
+	s.metrics.slowDisconnects.WithLabelValues(dropWriteBacklog).Inc()
+	s.log.Warn("disconnecting slow consumer", "remote", remote, "reason", dropWriteBacklog,
+		"max_pending_bytes", s.cfg.Limits.MaxPendingBytes)
 }
 
 // Addrs returns the bound listener addresses keyed "tcp", "tls", "ws".
