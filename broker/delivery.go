@@ -61,6 +61,10 @@ type deliveryHook struct {
 	s      *Server
 	policy string
 
+	// queued holds the clients (*mqtt.Client) with requeued messages, so
+	// that a PUBACK from any other client costs one map lookup.
+	queued sync.Map
+
 	logMu sync.Mutex
 	// per reason: when a drop was last logged, and how many since
 	logged map[string]time.Time
@@ -74,7 +78,7 @@ func newDeliveryHook(s *Server) *deliveryHook {
 func (h *deliveryHook) ID() string { return "lastmile-delivery" }
 
 func (h *deliveryHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnSessionEstablished, mqtt.OnPublishDropped, mqtt.OnQosPublish, mqtt.OnPacketProcessed}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnSessionEstablished, mqtt.OnPublishDropped, mqtt.OnQosPublish, mqtt.OnPacketProcessed, mqtt.OnDisconnect}, []byte{b})
 }
 
 // sendLimit is how many QoS >= 1 messages cl may have unacknowledged.
@@ -106,7 +110,10 @@ func (h *deliveryHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // messages are those OnPublishDropped requeues; they are drained here, each
 // staying inflight until acknowledged.
 func (h *deliveryHook) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, err error) {
-	if err != nil || cl.Net.Inline || cl.State.Inflight.Len() == 0 {
+	if err != nil {
+		return
+	}
+	if _, ok := h.queued.Load(cl); !ok {
 		return
 	}
 	all := cl.State.Inflight.GetAll(false)
@@ -121,6 +128,10 @@ func (h *deliveryHook) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, err 
 		} else {
 			sent++
 		}
+	}
+	if len(queued) == 0 {
+		h.queued.Delete(cl)
+		return
 	}
 	for _, p := range queued {
 		if sent >= h.sendLimit(cl) || cl.Closed() {
@@ -222,12 +233,19 @@ func (h *deliveryHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	// mochi's rollback does not decrement Info.Inflight: its count of the
 	// dropped copy now stands for this one.
 	h.s.metrics.deliveriesQueued.Inc()
+	h.queued.Store(cl, struct{}{})
 	if p := h.s.persist; p != nil {
 		p.OnQosPublish(cl, out, out.Created, 0)
 		if old != nil {
 			p.OnQosComplete(cl, *old)
 		}
 	}
+}
+
+// OnDisconnect forgets cl; a persistent session's queue is resent by mochi
+// when it reconnects.
+func (h *deliveryHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.queued.Delete(cl)
 }
 
 // subscription finds cl's subscription matching topic, direct or shared.

@@ -12,9 +12,10 @@ import (
 
 // EnvPprofAddr names a loopback address on which `lastmile serve` offers
 // Go's pprof handlers, for performance work (docs/performance.md). It is an
-// environment variable, not a configuration key, because it is a developer
+// environment variable outside LASTMILE_* (which name configuration keys)
+// because it is a developer
 // tool: it must never be on in production by accident of a config file.
-const EnvPprofAddr = "LASTMILE_PPROF_ADDR"
+const EnvPprofAddr = "LM_PPROF_ADDR"
 
 // startPprof serves /debug/pprof/ on $LASTMILE_PPROF_ADDR when it is a
 // loopback address.

@@ -82,6 +82,15 @@ func (f *flow) measure(ctx context.Context, r *Result, run func(ctx context.Cont
 	var wg sync.WaitGroup
 	start := time.Now()
 	run(pctx, &wg)
+	<-pctx.Done()
+	// A publisher blocked in a write (the broker reads slower than it
+	// publishes) stops now; what it had written still counts when it
+	// arrives within the straggler wait.
+	for _, c := range f.pubs {
+		if c != nil {
+			_ = c.conn.SetWriteDeadline(time.Now())
+		}
+	}
 	wg.Wait()
 	cancel()
 	pubTime := time.Since(start)
