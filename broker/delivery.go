@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,8 +51,8 @@ const (
 // writer goroutine may just not have been scheduled — so it never
 // disconnects.
 //
-// Requeued messages are sent while the client has fewer than
-// min(Limits.MaxInflight, its receive maximum) unacknowledged. Messages
+// Requeued messages are sent while the client has fewer than its receive
+// maximum unacknowledged (MQTT 5; no limit for 3.1.1). Messages
 // that find room in the write buffer go out at once, as mochi always did
 // for MQTT 3.1.1 clients: mochi's quota machinery is switched off because
 // it deadlocks (OnPacketProcessed), so a v5 client with a receive maximum
@@ -81,13 +82,14 @@ func (h *deliveryHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnSessionEstablished, mqtt.OnPublishDropped, mqtt.OnQosPublish, mqtt.OnPacketProcessed, mqtt.OnDisconnect}, []byte{b})
 }
 
-// sendLimit is how many QoS >= 1 messages cl may have unacknowledged.
+// sendLimit is how many QoS >= 1 messages cl may have unacknowledged
+// before requeued ones wait: its receive maximum (MQTT 5), else no limit,
+// as mochi applies none to what it sends directly either.
 func (h *deliveryHook) sendLimit(cl *mqtt.Client) int {
-	limit := int(h.s.cfg.Limits.MaxInflight)
-	if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < limit {
-		limit = rm
+	if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 {
+		return rm
 	}
-	return limit
+	return math.MaxInt
 }
 
 // OnSessionEstablished switches mochi's own send quota off (see
