@@ -142,7 +142,7 @@ func (c *backlogConn) drain() {
 			c.mu.Lock()
 			c.failed, c.draining, c.backlog = err, false, nil
 			c.mu.Unlock()
-			_ = c.Conn.Close()
+			_ = c.Close()
 			return
 		}
 	}
@@ -152,5 +152,5 @@ func (c *backlogConn) stall() {
 	if c.onStall != nil {
 		c.onStall(c.RemoteAddr().String())
 	}
-	_ = c.Conn.Close()
+	_ = c.Close()
 }

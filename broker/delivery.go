@@ -25,6 +25,8 @@ const (
 
 // Reasons a delivery is dropped, the label of
 // lastmile_broker_deliveries_dropped_total.
+//
+//nolint:gosec // G101: metric labels, not credentials
 const (
 	dropWriteBuffer = "write_buffer_full" // QoS 0, client not reading fast enough
 	dropQueueFull   = "session_queue_full"

@@ -144,7 +144,7 @@ func TestFanInSaturationDeliversEveryAckedQoS1(t *testing.T) {
 				pr, err := c.Publish(ctx, &paho.Publish{Topic: "tele/" + id + "/x", QoS: 1, Payload: append([]byte(payload+":"), filler...)})
 				cancel()
 				if err != nil || pr.ReasonCode != 0 {
-					errs <- fmt.Errorf("publish %s: %v %v", payload, pr, err)
+					errs <- fmt.Errorf("publish %s: %v: %w", payload, pr, err)
 					return
 				}
 				acked.Store(payload, true)

@@ -99,7 +99,7 @@ func run(args []string) error {
 	if err := os.MkdirAll(mq.Dir, 0o700); err != nil {
 		return err
 	}
-	if _, err := os.Stat(*lastmileBin); err != nil {
+	if _, err := os.Stat(*lastmileBin); err != nil { //nolint:gosec // G703: the operator names the binary to benchmark
 		return fmt.Errorf("lastmile binary: %w (run make build)", err)
 	}
 

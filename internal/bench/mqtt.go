@@ -206,8 +206,6 @@ func (c *client) flush() {
 	c.wmu.Unlock()
 }
 
-func (c *client) ping() error { return c.send(0xc0, nil, true) }
-
 // disconnect sends DISCONNECT and closes; cut closes without it, as a
 // network failure would.
 func (c *client) disconnect() {

@@ -86,6 +86,9 @@ type proc struct {
 	onLine func(string)
 }
 
+// startProc runs the broker binary the operator named.
+//
+//nolint:gosec // G204: the binary under test, chosen on the command line
 func startProc(name string, args []string, onLine func(string)) (*proc, error) {
 	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), onLine: onLine}
 	p.cmd.Env = cleanEnv()
@@ -407,7 +410,7 @@ func (m *Mosquitto) Provision(ctx context.Context, devices int) error {
 	if err := os.WriteFile(pw, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	if out, err := exec.CommandContext(ctx, "mosquitto_passwd", "-U", pw).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "mosquitto_passwd", "-U", pw).CombinedOutput(); err != nil { //nolint:gosec // G204: fixed tool, our temp file
 		return fmt.Errorf("mosquitto_passwd -U: %w: %s", err, out)
 	}
 	acl := "pattern readwrite tele/%u/#\npattern readwrite $dm/%u/#\n\nuser " + m.creds.AppUser + "\ntopic readwrite tele/#\ntopic readwrite bench/#\n"
