@@ -41,24 +41,29 @@ func (l *wsListener) ID() string       { return l.id }
 func (l *wsListener) Address() string  { return l.ln.Addr().String() }
 func (l *wsListener) Protocol() string { return "ws" }
 
+// Init builds the HTTP server; mochi calls it before Serve, on the
+// goroutine that later calls Close, so Close never races Serve for l.srv.
 func (l *wsListener) Init(log *slog.Logger) error {
 	l.log = log
+	l.srv = &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	return nil
 }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.srv = &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, err := upgrader.Upgrade(w, r, nil)
-			if err != nil {
-				return // the upgrader answered with an HTTP error
-			}
-			defer c.Close()
-			_ = establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c})
-		}),
-		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+	if l.srv == nil { // Init not called: nothing to serve with
+		return
 	}
+	l.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return // the upgrader answered with an HTTP error
+		}
+		defer c.Close()
+		_ = establish(l.id, &wsConn{Conn: c.UnderlyingConn(), ws: c})
+	})
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
 	}
@@ -69,9 +74,8 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.srv.Shutdown(ctx)
-	} else {
-		_ = l.ln.Close()
 	}
+	_ = l.ln.Close() // Serve may not have started: Shutdown does not close it then
 	closeClients(l.id)
 }
 
