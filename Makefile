@@ -35,9 +35,11 @@ test-deps: ## Install what the tests need (redis-server, mosquitto clients, snmp
 test: test-deps ## Run every test with the race detector (real redis-server, mosquitto clients).
 	$(GO) test $(TEST_FLAGS) ./...
 
+BENCH_FLAGS ?= -runs 3
 .PHONY: bench
-bench: ## Run the load harness against lastmile and mosquitto (issue #3).
-	@echo "make bench: the load harness (cmd/lmbench) is not built yet; see issue #3." >&2; exit 1
+bench: ## Load harness: lastmile vs mosquitto, A/B alternating, medians (docs/performance.md).
+	$(GO) build -o $(BIN)/ ./cmd/lastmile ./cmd/lmbench
+	$(BIN)/lmbench suite -lastmile-bin $(BIN)/lastmile -json $(BIN)/bench.json $(BENCH_FLAGS)
 
 FUZZTIME ?= 20s
 .PHONY: fuzz

@@ -479,3 +479,13 @@ func restart(t *testing.T, h *harness) *harness {
 	}
 	return start(t, h.dir, nil)
 }
+
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	h := start(t, "", func(c *broker.Config) { c.Limits.MaxConnections = 1 })
+	device5(t, h.addr, "dev1")
+	_, ca, err := dial5(t, h.addr, &paho.Connect{ClientID: "dev2", Username: "dev2", Password: []byte("pw-dev2")})
+	if err == nil || ca == nil || ca.ReasonCode != 0x89 {
+		t.Fatalf("connection beyond max_connections: %+v %v, want 0x89 server busy", ca, err)
+	}
+}

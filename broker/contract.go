@@ -109,6 +109,7 @@ type Limits struct {
 	MaxPacketSize        uint32        // bytes; default 256 KiB
 	MaxInflight          uint16        // receive maximum / outbound inflight per client; default 64
 	MaxPendingWrites     int           // per-client outbound packet buffer; default chosen by measurement
+	MaxPendingBytes      int           // unread bytes beyond the socket buffer before a client is closed as stalled; default 1 MiB
 	MaxQueuedMessages    int           // per offline session; default 1000
 	MaxConnections       int           // 0 = unlimited
 	ConnectRatePerIP     float64       // connects/s per source IP; 0 = unlimited
@@ -116,6 +117,9 @@ type Limits struct {
 	MaxSessionExpiry     time.Duration // cap on MQTT 5 session expiry; default 7 days
 	DefaultSessionExpiry time.Duration // for 3.1.1 clean_session=false; default 7 days
 	MaxKeepalive         uint16        // seconds; server keepalive cap
+	// SlowConsumerPolicy is SlowConsumerDrop (default) or
+	// SlowConsumerDisconnect; see deliveryHook.
+	SlowConsumerPolicy string
 }
 
 // Config configures a Server.

@@ -13,6 +13,13 @@
 //	 ACL on every  with conn IDs                      |
 //	 PUBLISH/SUB                                 persist.Store
 //
+// Delivery (delivery.go, conn.go): socket writes never block under
+// mochi's client lock, so a subscriber that stops reading cannot stall the
+// publishers of its topics; its backlog is bounded (max_pending_bytes),
+// QoS >= 1 messages that find its write buffer full wait in its session
+// queue, and what still cannot be kept is dropped or the client is
+// disconnected per slow_consumer_policy, always counted and logged.
+//
 // Authentication runs in OnConnect, not OnConnectAuthenticate, because the
 // latter can only answer 0x86: refusing from OnConnect means the hook writes
 // the CONNACK with the right reason code itself and then returns the error

@@ -61,6 +61,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	if l.MaxPendingWrites == 0 {
 		l.MaxPendingWrites = DefaultMaxPendingWrites
 	}
+	if l.MaxPendingBytes == 0 {
+		l.MaxPendingBytes = DefaultMaxPendingBytes
+	}
 	if l.MaxQueuedMessages == 0 {
 		l.MaxQueuedMessages = DefaultMaxQueuedMessages
 	}
@@ -69,6 +72,13 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if l.MaxSessionExpiry == 0 {
 		l.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	switch l.SlowConsumerPolicy {
+	case "":
+		l.SlowConsumerPolicy = SlowConsumerDrop
+	case SlowConsumerDrop, SlowConsumerDisconnect:
+	default:
+		return fmt.Errorf("broker: SlowConsumerPolicy %q: want %q or %q", l.SlowConsumerPolicy, SlowConsumerDrop, SlowConsumerDisconnect)
 	}
 	if l.ConnectRatePerIP > 0 && l.ConnectBurstPerIP <= 0 {
 		l.ConnectBurstPerIP = max(1, int(l.ConnectRatePerIP))
@@ -115,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 
 	m := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 slog.New(quieter{log.With("lib", "mochi").Handler()}),
+		Logger:                 slog.New(quieter{Handler: log.With("lib", "mochi").Handler(), quota: &sampler{}}),
 		InlineClient:           true,
 		SysTopicResendInterval: 0,
 	})
@@ -145,6 +155,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	// After the session hook: a message it requeues is stored like any other.
+	if err := m.AddHook(newDeliveryHook(s), nil); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -160,7 +174,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return nil, fmt.Errorf("mqtt %s listener on %s: %w", id, addr, err)
 		}
-		return ln, nil
+		return &backlogListener{Listener: ln, limit: s.cfg.Limits.MaxPendingBytes, onStall: s.stalled}, nil
 	}
 	var bound []net.Listener
 	fail := func(err error) error {
@@ -219,6 +233,13 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stalled counts and logs a connection closed for its write backlog.
+func (s *Server) stalled(remote string) {
+	s.metrics.slowDisconnects.WithLabelValues(dropWriteBacklog).Inc()
+	s.log.Warn("disconnecting slow consumer", "remote", remote, "reason", dropWriteBacklog,
+		"max_pending_bytes", s.cfg.Limits.MaxPendingBytes)
 }
 
 // Addrs returns the bound listener addresses keyed "tcp", "tls", "ws".
@@ -282,7 +303,33 @@ func (s *Server) shutdown(ctx context.Context) error {
 // that closed with an error (message "") and "error processing packet",
 // which would print the packet, payload included. lastmile logs refusals,
 // denials and kicks itself, with the device ID and without payloads.
-type quieter struct{ slog.Handler }
+// mochi's "client store quota reached" (a QoS >= 1 message dropped because
+// a session queue is full, counted in lastmile_broker_inflight_dropped_total)
+// comes once per message: it is passed on at most once per dropLogInterval,
+// with the number of drops it stands for.
+type quieter struct {
+	slog.Handler
+	quota *sampler
+}
+
+// sampler lets one record through per dropLogInterval and counts the rest.
+type sampler struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (s *sampler) allow(now time.Time) (bool, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.last) < dropLogInterval {
+		s.suppressed++
+		return false, 0
+	}
+	n := s.suppressed
+	s.last, s.suppressed = now, 0
+	return true, n
+}
 
 func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
 	// Decided per record in Handle; Warn must get there to be demoted.
@@ -293,11 +340,22 @@ func (q quieter) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level == slog.LevelInfo || r.Level == slog.LevelWarn && (r.Message == "" || r.Message == "error processing packet") {
 		r.Level = slog.LevelDebug
 	}
+	if r.Message == "client store quota reached" && q.quota != nil {
+		ok, n := q.quota.allow(r.Time)
+		if !ok {
+			return nil
+		}
+		r.AddAttrs(slog.String("reason", dropQueueFull), slog.Int("dropped_since_last_log", n+1))
+	}
 	if !q.Handler.Enabled(ctx, r.Level) {
 		return nil
 	}
 	return q.Handler.Handle(ctx, r)
 }
 
-func (q quieter) WithAttrs(a []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(a)} }
-func (q quieter) WithGroup(g string) slog.Handler      { return quieter{q.Handler.WithGroup(g)} }
+func (q quieter) WithAttrs(a []slog.Attr) slog.Handler {
+	return quieter{Handler: q.Handler.WithAttrs(a), quota: q.quota}
+}
+func (q quieter) WithGroup(g string) slog.Handler {
+	return quieter{Handler: q.Handler.WithGroup(g), quota: q.quota}
+}

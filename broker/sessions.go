@@ -31,8 +31,12 @@ import (
 // publish to a log (bucket wal) with a synced commit in OnPublish, before
 // the PUBACK, and deletes it in OnPublished, after the fan-out's writes; the
 // engines keep writes in order, so a surviving deletion implies surviving
-// inflight records. On start, ReplayWAL publishes whatever the log still
-// holds. Concurrent publishers share fsyncs (group commit). A replayed
+// inflight records. Only a publish that some persistent session subscribes
+// to is logged: a crash cannot lose what nobody is owed after a restart, so
+// telemetry to clean-session consumers costs no fsync. (A persistent
+// session whose SUBSCRIBE races a publish may miss that one publish in a
+// crash; it was not yet subscribed when the publish was checked.) On start,
+// ReplayWAL publishes whatever the log still holds. Concurrent publishers share fsyncs (group commit). A replayed
 // message can reach a subscriber twice, which QoS 1 allows; QoS 2 is
 // exactly-once except across such a crash.
 //
@@ -360,16 +364,15 @@ func messageRecord(cl *mqtt.Client, pk packets.Packet, t string, id string) stor
 }
 
 // OnPublish logs a QoS >= 1 publish durably before mochi acknowledges it,
-// when some session could need it after a crash.
+// when a persistent session subscribes to its topic.
 func (h *sessionHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
-	h.mu.Lock()
-	if len(h.stored) == 0 {
-		h.mu.Unlock()
+	if !h.persistentSubscriber(pk.TopicName) {
 		return pk, nil
 	}
+	h.mu.Lock()
 	key := fmt.Sprintf("%016x", h.walSeq)
 	h.walSeq++
 	h.mu.Unlock()
@@ -389,6 +392,34 @@ func (h *sessionHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	h.pending[cl] = key
 	h.mu.Unlock()
 	return pk, nil
+}
+
+// persistentSubscriber reports whether a persistent session subscribes to
+// topic: only then can a crash lose a message someone is owed. Shared
+// groups count when any member is persistent, as the member is chosen later.
+func (h *sessionHook) persistentSubscriber(topic string) bool {
+	h.mu.Lock()
+	none := len(h.stored) == 0
+	h.mu.Unlock()
+	if none {
+		return false
+	}
+	subs := h.srv.Topics.Subscribers(topic)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range subs.Subscriptions {
+		if h.stored[id] {
+			return true
+		}
+	}
+	for _, group := range subs.Shared {
+		for id := range group {
+			if h.stored[id] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // OnPublished forgets the logged publish: its fan-out writes are done.

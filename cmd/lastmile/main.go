@@ -213,6 +213,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	logger := newLogger(cfg.Log, stderr)
 	logger.Info("starting lastmile", "version", version, "node", cfg.NodeName, "store", cfg.Store.Engine)
+	startPprof(logger)
 
 	n, err := node.New(cfg, logger)
 	if err != nil {

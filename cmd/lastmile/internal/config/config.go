@@ -125,6 +125,7 @@ type LimitsConfig struct {
 	MaxPacketSize        uint32        `yaml:"max_packet_size"`
 	MaxInflight          uint16        `yaml:"max_inflight"`
 	MaxPendingWrites     int           `yaml:"max_pending_writes"`
+	MaxPendingBytes      int           `yaml:"max_pending_bytes"`
 	MaxQueuedMessages    int           `yaml:"max_queued_messages"`
 	MaxConnections       int           `yaml:"max_connections"`     // 0 = unlimited
 	ConnectRatePerIP     float64       `yaml:"connect_rate_per_ip"` // 0 = unlimited
@@ -132,6 +133,7 @@ type LimitsConfig struct {
 	MaxSessionExpiry     time.Duration `yaml:"max_session_expiry"`
 	DefaultSessionExpiry time.Duration `yaml:"default_session_expiry"`
 	MaxKeepalive         uint16        `yaml:"max_keepalive"`
+	SlowConsumerPolicy   string        `yaml:"slow_consumer_policy"` // drop or disconnect
 }
 
 // ServerConfig is a gRPC or HTTP listener.

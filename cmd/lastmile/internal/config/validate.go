@@ -124,6 +124,12 @@ func (c *Config) Validate() error {
 	if l.MaxPacketSize != 0 && (l.MaxPacketSize < MinPacketSize || l.MaxPacketSize > MaxPacketSize) {
 		bad("mqtt.limits.max_packet_size", "%d is outside %d-%d bytes", l.MaxPacketSize, MinPacketSize, MaxPacketSize)
 	}
+	if p := l.SlowConsumerPolicy; p != "" && p != "drop" && p != "disconnect" {
+		bad("mqtt.limits.slow_consumer_policy", "%q: want drop or disconnect", p)
+	}
+	if l.MaxPendingBytes < 0 {
+		bad("mqtt.limits.max_pending_bytes", "must not be negative")
+	}
 	if l.MaxPendingWrites < 0 {
 		bad("mqtt.limits.max_pending_writes", "must not be negative")
 	}

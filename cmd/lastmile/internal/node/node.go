@@ -129,9 +129,11 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		TLS:      mqttTLS,
 		Limits: broker.Limits{
 			MaxPacketSize: l.MaxPacketSize, MaxInflight: l.MaxInflight, MaxPendingWrites: l.MaxPendingWrites,
+			MaxPendingBytes:   l.MaxPendingBytes,
 			MaxQueuedMessages: l.MaxQueuedMessages, MaxConnections: l.MaxConnections,
 			ConnectRatePerIP: l.ConnectRatePerIP, ConnectBurstPerIP: l.ConnectBurstPerIP,
 			MaxSessionExpiry: l.MaxSessionExpiry, DefaultSessionExpiry: l.DefaultSessionExpiry, MaxKeepalive: l.MaxKeepalive,
+			SlowConsumerPolicy: l.SlowConsumerPolicy,
 		},
 		Authenticator: &authenticator{registry: n.registry, access: n.access, devices: n.store, anonymous: cfg.Access.Anonymous.Enabled},
 		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID, events: n.events},

@@ -1,0 +1,156 @@
+package broker
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// DefaultMaxPendingBytes bounds the bytes a client may leave unread beyond
+// what its socket buffers hold before it is disconnected as stalled.
+const DefaultMaxPendingBytes = 1 << 20
+
+// errWriteBacklog is the cause given to a connection closed because its
+// write backlog exceeded Limits.MaxPendingBytes.
+var errWriteBacklog = errors.New("broker: client write backlog full")
+
+// backlogListener wraps every accepted connection in a backlogConn.
+type backlogListener struct {
+	net.Listener
+	limit   int
+	onStall func(remote string)
+}
+
+func (l *backlogListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return c, nil //nolint:nilerr // not a socket we can drive: leave it as it is
+	}
+	return &backlogConn{Conn: c, rc: rc, limit: l.limit, onStall: l.onStall}, nil
+}
+
+// backlogConn makes a socket write never block its caller.
+//
+// mochi writes to a client while holding the client's lock, and publishers
+// take that lock to number a QoS >= 1 message for it (NextPacketID). A
+// client that stops reading therefore used to stall, through a full socket
+// buffer, every publisher whose messages it subscribes to. Here Write
+// tries the socket without waiting; what the kernel does not take is kept
+// in a per-connection backlog that a goroutine, started only then and
+// holding no broker lock, drains. An idle or keeping-up connection owns no
+// backlog and no extra goroutine. A backlog beyond limit bytes means the
+// client is not reading: the connection is closed (onStall is told), and a
+// persistent session keeps its unacknowledged messages for the reconnect.
+type backlogConn struct {
+	net.Conn
+	rc      syscall.RawConn
+	limit   int
+	onStall func(remote string)
+
+	mu       sync.Mutex
+	backlog  []byte
+	draining bool
+	failed   error
+}
+
+func (c *backlogConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.failed != nil {
+		err := c.failed
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.draining {
+		if len(c.backlog)+len(b) > c.limit {
+			c.failed = errWriteBacklog
+			c.mu.Unlock()
+			c.stall()
+			return 0, errWriteBacklog
+		}
+		c.backlog = append(c.backlog, b...)
+		c.mu.Unlock()
+		return len(b), nil
+	}
+	c.mu.Unlock()
+
+	n, err := c.tryWrite(b)
+	if err != nil {
+		return n, err
+	}
+	if n == len(b) {
+		return n, nil
+	}
+	c.mu.Lock()
+	c.backlog = append(c.backlog[:0], b[n:]...)
+	c.draining = true
+	c.mu.Unlock()
+	go c.drain()
+	return len(b), nil
+}
+
+// tryWrite writes what the socket takes now, without waiting.
+func (c *backlogConn) tryWrite(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if m > 0 {
+				n += m
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
+}
+
+// drain writes the backlog out, blocking in the kernel but in no lock of
+// the broker's.
+func (c *backlogConn) drain() {
+	for {
+		c.mu.Lock()
+		buf := c.backlog
+		c.backlog = nil
+		if len(buf) == 0 {
+			c.draining = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if _, err := c.Conn.Write(buf); err != nil {
+			c.mu.Lock()
+			c.failed, c.draining, c.backlog = err, false, nil
+			c.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+func (c *backlogConn) stall() {
+	if c.onStall != nil {
+		c.onStall(c.RemoteAddr().String())
+	}
+	_ = c.Close()
+}

@@ -1,0 +1,150 @@
+// Command lmbench is lastmile's load generator: it runs the scenarios of
+// internal/bench against a lastmile binary and against mosquitto, and
+// prints a table with the ratio of the two (see docs/performance.md).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/bench"
+)
+
+const usage = `Usage:
+  lmbench list                       scenarios and the standard set
+  lmbench suite [flags]              the standard set against lastmile and mosquitto
+  lmbench run -scenario NAME [flags] one scenario against one target
+
+Flags:
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "lmbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("a subcommand is required")
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	lastmileBin := fs.String("lastmile-bin", "bin/lastmile", "lastmile `binary` (make build)")
+	mosquittoBin := fs.String("mosquitto-bin", "/usr/sbin/mosquitto", "mosquitto `binary`")
+	store := fs.String("store", "embedded", "lastmile store `engine`: embedded or redis")
+	redisAddr := fs.String("redis-addr", "", "Redis `host:port` for --store redis")
+	runs := fs.Int("runs", 3, "runs per target (suite); medians are reported")
+	jsonOut := fs.String("json", "", "write the report as JSON to `file`")
+	only := fs.String("cases", "", "suite: run only cases whose name contains one of these comma-separated `words`")
+	target := fs.String("target", "lastmile", "run: `lastmile` or mosquitto")
+	var p bench.Params
+	scenario := fs.String("scenario", "", "run: scenario `name`")
+	fs.IntVar(&p.Devices, "devices", 1000, "run: devices")
+	fs.IntVar(&p.Subs, "subs", 2, "run: subscribers")
+	qos := fs.Int("qos", 1, "run: QoS 0 or 1")
+	fs.IntVar(&p.Rate, "rate", 0, "run: offered msg/s in total (0 = flat out)")
+	fs.DurationVar(&p.Duration, "duration", 5*time.Second, "run: publishing time")
+	fs.IntVar(&p.Payload, "payload", 64, "run: payload bytes")
+	fs.BoolVar(&p.Persistent, "persistent", false, "run: persistent sessions")
+	fs.IntVar(&p.Sources, "sources", 8, "run: source addresses 127.0.0.1..N")
+	fs.IntVar(&p.Window, "window", 4, "run: QoS 1 publishes unacknowledged per client")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	p.QoS = byte(*qos) //nolint:gosec // 0..2
+	if *qos < 0 || *qos > 1 {
+		return fmt.Errorf("-qos %d: the harness publishes QoS 0 or 1", *qos)
+	}
+
+	switch args[0] {
+	case "list":
+		for _, s := range bench.Scenarios() {
+			fmt.Printf("%-16s %s\n", s.Name, s.Help)
+		}
+		fmt.Println("\nstandard set (lmbench suite, make bench):")
+		for _, c := range bench.Standard {
+			b, _ := json.Marshal(c.Params)
+			fmt.Printf("  %-32s %s %s\n", c.Name, c.Scenario, b)
+		}
+		return nil
+	case "suite", "run":
+	default:
+		return fmt.Errorf("unknown subcommand %q", args[0])
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "lmbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	lm := &bench.Lastmile{Binary: *lastmileBin, DataDir: filepath.Join(dir, "lastmile")}
+	if *store == "redis" {
+		lm.Extra = []string{"--store", "redis", "--redis-addr", *redisAddr}
+	}
+	mq := &bench.Mosquitto{Binary: *mosquittoBin, Dir: filepath.Join(dir, "mosquitto")}
+	if err := os.MkdirAll(mq.Dir, 0o700); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*lastmileBin); err != nil { //nolint:gosec // G703: the operator names the binary to benchmark
+		return fmt.Errorf("lastmile binary: %w (run make build)", err)
+	}
+
+	if args[0] == "run" {
+		var t bench.Target = lm
+		if *target == "mosquitto" {
+			t = mq
+		}
+		c := bench.Case{Name: *scenario, Scenario: *scenario, Params: p}
+		if err := bench.Provision(ctx, []bench.Target{t}, []bench.Case{c}); err != nil {
+			return err
+		}
+		res, err := bench.RunOnce(ctx, t, c, os.Stderr)
+		if err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(res, "", "  ")
+		fmt.Println(string(b))
+		return nil
+	}
+
+	cases := bench.Standard
+	if *only != "" {
+		cases = nil
+		for _, c := range bench.Standard {
+			for _, w := range strings.Split(*only, ",") {
+				if w != "" && strings.Contains(c.Name, w) {
+					cases = append(cases, c)
+					break
+				}
+			}
+		}
+	}
+	rep, err := bench.RunSuite(ctx, bench.SuiteConfig{Targets: []bench.Target{lm, mq}, Cases: cases, Runs: *runs, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	rep.WriteTable(os.Stdout)
+	if *jsonOut != "" {
+		if err := rep.WriteJSON(*jsonOut); err != nil {
+			return err
+		}
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d runs failed", len(rep.Errors))
+	}
+	return nil
+}
