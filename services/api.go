@@ -14,10 +14,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
+	configv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/config/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
 	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
@@ -33,6 +35,8 @@ type Config struct {
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
 	// Shadows serves ShadowService; nil leaves it unregistered.
 	Shadows *shadow.Service
+	// Configs serves ConfigService; nil leaves it unregistered.
+	Configs *config.Service
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -95,6 +99,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Shadows != nil {
 		shadowv1.RegisterShadowServiceServer(a.grpc, &shadowServer{svc: cfg.Shadows, log: a.log})
 	}
+	if cfg.Configs != nil {
+		configv1.RegisterConfigServiceServer(a.grpc, &configServer{svc: cfg.Configs, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -117,6 +124,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
 		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
+		configv1.RegisterConfigServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

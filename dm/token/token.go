@@ -48,12 +48,17 @@ const (
 	PermTunnel       = "tunnel"
 	PermShadowsRead  = "shadows:read"
 	PermShadowsWrite = "shadows:write"
+	// PermConfigRead reads config profiles, versions and rollouts;
+	// PermConfigWrite creates them (and so pushes configuration).
+	PermConfigRead  = "config:read"
+	PermConfigWrite = "config:write"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
 	PermTunnel,
-	PermShadowsRead, PermShadowsWrite}
+	PermShadowsRead, PermShadowsWrite,
+	PermConfigRead, PermConfigWrite}
 
 // Prefix starts every token.
 const Prefix = "lmt_"

@@ -24,6 +24,7 @@ import (
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	configpush "github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/credential"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
@@ -54,6 +55,8 @@ type Node struct {
 	subs         subscriptionFanout // the broker's SubscriptionSink
 	shadows      *shadow.Service
 	shadowBridge *shadowBridge
+	configs      *configpush.Service
+	configBridge *configBridge
 
 	started chan struct{}
 	ready   atomic.Bool
@@ -87,6 +90,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 			if n.shadowBridge != nil {
 				n.shadowBridge.close()
 			}
+			n.configBridge.close()
 			_ = n.store.Close()
 		}
 	}()
@@ -146,6 +150,10 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		return nil, fmt.Errorf("shadows: %w", err)
 	}
 
+	if err := n.setupConfig(logger); err != nil {
+		return nil, fmt.Errorf("config push: %w", err)
+	}
+
 	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
 	}
@@ -159,7 +167,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows, Configs: n.configs,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
 	})
@@ -360,6 +368,7 @@ func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 		}
 	}
 	n.shadowBridge.close()
+	n.configBridge.close()
 	if err := n.broker.Shutdown(ctx); err != nil {
 		n.log.Error("broker shutdown", "error", err)
 	}
