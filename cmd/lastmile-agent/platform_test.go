@@ -225,6 +225,25 @@ func (pl *platform) api(t *testing.T, method, path, body string) map[string]any 
 	return out
 }
 
+// raw calls the REST API and returns the status and body, whatever they are.
+func (pl *platform) raw(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+pl.addr("http")+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl.mu.Lock()
+	req.Header.Set("Authorization", "Bearer "+pl.token)
+	pl.mu.Unlock()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
 // createDevice creates a device through the API and returns its secret.
 func (pl *platform) createDevice(t *testing.T, id string) string {
 	t.Helper()

@@ -2,8 +2,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -47,10 +45,7 @@ type Version struct {
 }
 
 // Hash is the hex SHA-256 of a document: what devices compare.
-func Hash(content []byte) string {
-	h := sha256.Sum256(content)
-	return hex.EncodeToString(h[:])
-}
+func Hash(content []byte) string { return topic.ConfigHash(content) }
 
 // validName: 1 to 64 of [a-z0-9._-], starting with a letter or digit.
 func validName(n string) bool {

@@ -1,6 +1,8 @@
 package topic
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,6 +82,12 @@ type ConfigRef struct {
 	Profile string `json:"profile"`
 	Version int64  `json:"version"`
 	Hash    string `json:"hash"`
+}
+
+// ConfigHash is the hash of a document's content that ConfigRef carries.
+func ConfigHash(content []byte) string {
+	h := sha256.Sum256(content)
+	return hex.EncodeToString(h[:])
 }
 
 // ConfigDocumentPayload is what the platform publishes on .../document.
