@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/lastmile-dm/lastmile/broker/persist"
-	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
