@@ -14,13 +14,17 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
 	"github.com/lastmile-dm/lastmile/dm/config"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
+	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
 	configv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/config/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
@@ -37,6 +41,10 @@ type Config struct {
 	Shadows *shadow.Service
 	// Configs serves ConfigService; nil leaves it unregistered.
 	Configs *config.Service
+	// Commands and Events back CommandService and EventService; nil
+	// answers UNIMPLEMENTED.
+	Commands *command.Service
+	Events   *event.Bus
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -90,7 +98,7 @@ func New(cfg Config) (*API, error) {
 		grpc.ChainStreamInterceptor(m.stream(a.log), auth.stream),
 	}, cfg.GRPCServerOptions...)
 	a.grpc = grpc.NewServer(opts...)
-	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log})
+	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log, events: cfg.Events})
 	accessv1.RegisterTokenServiceServer(a.grpc, &tokenServer{tokens: cfg.Tokens, log: a.log})
 	accessv1.RegisterAccessServiceServer(a.grpc, &accessServer{access: cfg.Access, log: a.log})
 	if cfg.Tunnels != nil {
@@ -102,6 +110,8 @@ func New(cfg Config) (*API, error) {
 	if cfg.Configs != nil {
 		configv1.RegisterConfigServiceServer(a.grpc, &configServer{svc: cfg.Configs, log: a.log})
 	}
+	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
+	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -125,6 +135,8 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
 		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
 		configv1.RegisterConfigServiceHandlerFromEndpoint,
+		commandv1.RegisterCommandServiceHandlerFromEndpoint,
+		eventv1.RegisterEventServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

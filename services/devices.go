@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lastmile-dm/lastmile/dm/credential"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
 )
@@ -19,6 +20,8 @@ type deviceServer struct {
 	devicev1.UnimplementedDeviceServiceServer
 	reg *registry.Service
 	log *slog.Logger
+	// events caches labels for label-filtered watches; told of changes.
+	events *event.Bus
 }
 
 func ts(t interface{ IsZero() bool }) bool { return !t.IsZero() }
@@ -160,6 +163,7 @@ func (s *deviceServer) UpdateDevice(ctx context.Context, req *devicev1.UpdateDev
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
+	s.events.ForgetLabels(d.ID)
 	_, pr, err := s.reg.Get(ctx, d.ID)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)

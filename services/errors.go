@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
 	"github.com/lastmile-dm/lastmile/dm/config"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
@@ -27,6 +31,17 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	if oe, ok := errors.AsType[*event.OverflowError](err); ok {
+		// The watcher learns how much it missed, in words and as data.
+		st, derr := status.New(codes.ResourceExhausted, clean(err)).WithDetails(&errdetails.ErrorInfo{
+			Reason: "WATCHER_OVERFLOW", Domain: "lastmile",
+			Metadata: map[string]string{"dropped_events": strconv.FormatUint(oe.Dropped, 10), "buffer": strconv.Itoa(oe.Buffer)},
+		})
+		if derr != nil {
+			return status.Error(codes.ResourceExhausted, clean(err))
+		}
+		return st.Err()
 	}
 	code := codes.Internal
 	var reason *tunnel.ReasonError
@@ -64,6 +79,16 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		code = codes.Unavailable
 	case errors.As(err, &reason):
 		code = tunnelReasonCode(reason.Reason)
+	case errors.Is(err, command.ErrInvalid), errors.Is(err, event.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, command.ErrOffline), errors.Is(err, event.ErrLabels), errors.Is(err, event.ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, command.ErrTimeout):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, command.ErrTooManyPending), errors.Is(err, event.ErrTooManyWatchers):
+		code = codes.ResourceExhausted
+	case errors.Is(err, command.ErrBadReply):
+		code = codes.Unknown
 	}
 	if code == codes.Internal {
 		log.ErrorContext(ctx, "internal error", "error", err)
@@ -75,7 +100,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 // clean drops the "registry: " style package prefixes from a domain message.
 func clean(err error) string {
 	msg := err.Error()
-	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "config: "} {
+	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "command: ", "event: ", "topic: ", "config: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg

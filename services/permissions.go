@@ -47,4 +47,8 @@ var permissions = map[string]string{
 	"/lastmile.tunnel.v1.TunnelService/CloseTunnel":  token.PermTunnel,
 	"/lastmile.tunnel.v1.TunnelService/GetTunnelKey": token.PermTunnel,
 	"/lastmile.tunnel.v1.TunnelService/Connect":      token.PermTunnel,
+
+	"/lastmile.command.v1.CommandService/InvokeCommand": token.PermCommandsInvoke,
+
+	"/lastmile.event.v1.EventService/Watch": token.PermEventsRead,
 }

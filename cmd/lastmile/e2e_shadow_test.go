@@ -5,36 +5,18 @@ import (
 	"encoding/json"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
-
-var (
-	lmctlOnce sync.Once
-	lmctlBin  string
-	lmctlErr  error
 )
 
 // lmctl runs the real CLI (built once) against the server.
 func (s *server) lmctl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	lmctlOnce.Do(func() {
-		lmctlBin = filepath.Join(filepath.Dir(binary), "lmctl")
-		out, err := exec.Command("go", "build", "-o", lmctlBin, "../lmctl").CombinedOutput()
-		if err != nil {
-			lmctlErr = err
-			t.Logf("build lmctl: %s", out)
-		}
-	})
-	if lmctlErr != nil {
-		t.Fatalf("build lmctl: %v", lmctlErr)
-	}
+	bin := lmctl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, lmctlBin, append([]string{"--server", s.addr("grpc"), "--token", s.bootstrap()}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--server", s.addr("grpc"), "--token", s.bootstrap()}, args...)...)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -1,5 +1,6 @@
 // Command lmctl is lastmile's command-line client: it speaks the northbound
-// gRPC API (devices, tokens, roles, applications) with a bearer token.
+// gRPC API (devices, tokens, roles, applications, commands, events) with a
+// bearer token.
 //
 //	lmctl [--server host:port] [--token lmt_...] [-o table|json] <resource> <verb> [flags] [args]
 //
@@ -39,6 +40,8 @@ resources and verbs:
   apps      create|get|list|update|delete|rotate-secret
   tunnel    --device ID --target host:port --listen addr   (forward; also list|close|key)
   shadow    get|update|delete|list|query
+  cmd       invoke DEVICE NAME [--payload JSON]   (--timeout is the command's)
+  events    watch [--device ID] [--label k=v] [--type presence|telemetry|...]
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)

@@ -52,13 +52,21 @@ const (
 	// PermConfigWrite creates them (and so pushes configuration).
 	PermConfigRead  = "config:read"
 	PermConfigWrite = "config:write"
+	// PermCommandsInvoke runs commands on devices.
+	PermCommandsInvoke = "commands:invoke"
+	// PermEventsRead watches the event stream (presence, telemetry, ...).
+	PermEventsRead = "events:read"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
 	PermTunnel,
 	PermShadowsRead, PermShadowsWrite,
-	PermConfigRead, PermConfigWrite}
+	PermConfigRead, PermConfigWrite,
+
+	PermCommandsInvoke,
+	PermEventsRead,
+}
 
 // Prefix starts every token.
 const Prefix = "lmt_"

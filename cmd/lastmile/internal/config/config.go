@@ -26,6 +26,24 @@ type Config struct {
 	Access  AccessConfig `yaml:"access"`
 	Tunnel  TunnelConfig `yaml:"tunnel"`
 	Shadow  ShadowConfig `yaml:"shadow"`
+	// Events and Commands tune the event stream and command invocation.
+	Events   EventsConfig   `yaml:"events"`
+	Commands CommandsConfig `yaml:"commands"`
+}
+
+// EventsConfig tunes the northbound event stream. Zero means the default.
+type EventsConfig struct {
+	// WatcherBuffer is the events buffered per watcher before a watch that
+	// does not keep up is ended; default 1024.
+	WatcherBuffer int `yaml:"watcher_buffer"`
+	// MaxWatchers bounds concurrent watches per node; default 1000.
+	MaxWatchers int `yaml:"max_watchers"`
+}
+
+// CommandsConfig tunes command invocation. Zero means the default.
+type CommandsConfig struct {
+	// MaxPending bounds invocations waiting for replies; default 10000.
+	MaxPending int `yaml:"max_pending"`
 }
 
 // ShadowConfig limits device shadows. Zero means the default.

@@ -193,6 +193,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Tunnel.validate(bad)
+	if b := c.Events.WatcherBuffer; b < 0 || b > 100_000 {
+		bad("events.watcher_buffer", "%d must be 0 (default) to 100000", b)
+	}
+	if c.Events.MaxWatchers < 0 {
+		bad("events.max_watchers", "%d must not be negative", c.Events.MaxWatchers)
+	}
+	if c.Commands.MaxPending < 0 {
+		bad("commands.max_pending", "%d must not be negative", c.Commands.MaxPending)
+	}
 	return errors.Join(errs...)
 }
 

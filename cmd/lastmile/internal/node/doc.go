@@ -16,6 +16,11 @@
 //	     v
 //	 broker.Authenticator / broker.PresenceSink
 //
+//	event.Bus <── presenceSink, tele/# subscription, command.Service
+//	    └──> services EventService.Watch (events.go)
+//	command.Service ── PublishMessage $dm/{id}/cmd/...; Subscribe $dm/+/cmdreply/+/+
+//	    └──> services CommandService (commands.go)
+//
 // Run binds every listener, logs one "listening" line with the actual
 // addresses (so ":0" works in tests), and on context cancellation stops
 // accepting (HTTP, gRPC), shuts the broker down (which flushes sessions and

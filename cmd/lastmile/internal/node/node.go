@@ -24,8 +24,10 @@ import (
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/command"
 	configpush "github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/credential"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
@@ -51,6 +53,8 @@ type Node struct {
 	api      *services.API
 	tunnels  *relay.Relay // nil when tunnel.enabled is false
 	metrics  *prometheus.Registry
+	events   *event.Bus
+	commands *command.Service
 
 	subs         subscriptionFanout // the broker's SubscriptionSink
 	shadows      *shadow.Service
@@ -113,6 +117,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		return nil, err
 	}
 
+	if err := n.newEvents(logger); err != nil {
+		return nil, err
+	}
 	mqttTLS, err := n.mqttTLS()
 	if err != nil {
 		return nil, err
@@ -131,7 +138,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 			MaxSessionExpiry: l.MaxSessionExpiry, DefaultSessionExpiry: l.DefaultSessionExpiry, MaxKeepalive: l.MaxKeepalive,
 		},
 		Authenticator: &authenticator{registry: n.registry, access: n.access, devices: n.store, anonymous: cfg.Access.Anonymous.Enabled},
-		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID},
+		Presence:      &presenceSink{registry: n.registry, node: cfg.NodeName, bootID: n.bootID, events: n.events},
 		Sessions:      n.store,
 		Subscriptions: &n.subs,
 		Logger:        logger,
@@ -157,6 +164,12 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
 	}
+	if err := n.newCommands(logger); err != nil {
+		return nil, fmt.Errorf("commands: %w", err)
+	}
+	if err := n.subscribeTelemetry(); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
 
 	var grpcOpts []grpc.ServerOption
 	if cfg.GRPC.TLS.Enabled() {
@@ -168,6 +181,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.api, err = services.New(services.Config{
 		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows, Configs: n.configs,
+		Commands: n.commands, Events: n.events,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
 	})
@@ -351,6 +365,7 @@ func (n *Node) startHTTP(ctx context.Context, grpcAddr net.Addr, addrs map[strin
 func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 	n.ready.Store(false)
 	n.stopTunnels()
+	n.stopCommandsAndEvents()
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if hs != nil {

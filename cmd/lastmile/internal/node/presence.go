@@ -7,6 +7,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 )
@@ -17,6 +18,7 @@ type presenceSink struct {
 	registry *registry.Service
 	node     string
 	bootID   string
+	events   *event.Bus // nil in tests that need no events
 }
 
 var _ broker.PresenceSink = (*presenceSink)(nil)
@@ -46,6 +48,8 @@ func (p *presenceSink) Connected(s broker.Session) {
 		Keepalive:       s.Keepalive,
 		ConnectedAt:     s.ConnectedAt.UTC(),
 	})
+	p.events.Publish(presenceEvent(s.Principal.ID, s.ConnectedAt, event.Presence{Connected: true, ClientID: s.ClientID,
+		RemoteAddr: s.RemoteAddr, ProtocolVersion: s.ProtocolVersion, Node: p.node}))
 }
 
 func (p *presenceSink) Disconnected(clientID, principalID string, connID uint64, at time.Time, reason string) {
@@ -56,6 +60,7 @@ func (p *presenceSink) Disconnected(clientID, principalID string, connID uint64,
 	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
 	defer cancel()
 	p.registry.Disconnected(ctx, principalID, p.conn(connID), at, reason)
+	p.events.Publish(presenceEvent(principalID, at, event.Presence{Reason: reason, ClientID: clientID, Node: p.node}))
 }
 
 // deviceKicker lets the registry disconnect a device through the broker.

@@ -108,6 +108,9 @@ func (n *Node) setupShadows(logger *slog.Logger) error {
 	}
 	n.subs.Add(b)
 	svc.AddNotifier(b)
+	if n.events != nil {
+		svc.AddNotifier(shadowEvents{bus: n.events})
+	}
 	n.shadows, n.shadowBridge = svc, b
 	return nil
 }

@@ -184,7 +184,7 @@ type v5Client struct {
 	in *inbox
 }
 
-func connectV5(t testing.TB, addr, id, secret string, clean bool) *v5Client {
+func connectShadowV5(t testing.TB, addr, id, secret string, clean bool) *v5Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -248,7 +248,7 @@ type v3Client struct {
 	in *inbox
 }
 
-func connectV3(t testing.TB, addr, id, secret string, clean bool) *v3Client {
+func connectShadowV3(t testing.TB, addr, id, secret string, clean bool) *v3Client {
 	t.Helper()
 	in := newInbox()
 	o := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetUsername(id).SetPassword(secret).
@@ -292,9 +292,9 @@ func (c *v3Client) box() *inbox { return c.in }
 
 func connect(t testing.TB, proto, addr, id, secret string, clean bool) mqttClient {
 	if proto == "v5" {
-		return connectV5(t, addr, id, secret, clean)
+		return connectShadowV5(t, addr, id, secret, clean)
 	}
-	return connectV3(t, addr, id, secret, clean)
+	return connectShadowV3(t, addr, id, secret, clean)
 }
 
 // responses are the response topics of a device's classic shadow.
@@ -483,7 +483,7 @@ func TestShadowInFlightLimit(t *testing.T) {
 			t.Parallel()
 			s := startShadowNode(t, engine, func(c *config.Config) { c.Shadow.MaxInFlight = 1 })
 			secret := s.device(t, "dev1")
-			d := connectV5(t, s.mqtt, "dev1", secret, true)
+			d := connectShadowV5(t, s.mqtt, "dev1", secret, true)
 			d.subscribe(t, "$dm/dev1/shadow/update/accepted", "$dm/dev1/shadow/update/rejected")
 			const n = 300
 			for i := range n {
@@ -533,9 +533,9 @@ func TestShadowConcurrentWriters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dev := connectV5(t, s.mqtt, "dev1", secret, true)
+			dev := connectShadowV5(t, s.mqtt, "dev1", secret, true)
 			dev.subscribe(t, "$dm/dev1/shadow/update/documents")
-			app := connectV3(t, s.mqtt, "app:ops", appSecret, true)
+			app := connectShadowV3(t, s.mqtt, "app:ops", appSecret, true)
 			const each = 60
 			var wg sync.WaitGroup
 			wg.Add(3)

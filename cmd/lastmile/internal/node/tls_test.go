@@ -142,16 +142,11 @@ func TestX509DeviceAuthentication(t *testing.T) {
 	if ack, err := connect(&good, "dev1"); err != nil {
 		t.Fatalf("device with a certificate for its ID: %v %+v", err, ack)
 	}
-	// The CONNACK goes out before presence is written: poll.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	// Presence is recorded just after the CONNACK is sent: wait for it.
+	eventually(t, "presence after a TLS connect", func() bool {
 		ps, _ := n.store.GetPresence(ctx, []string{"dev1"})
-		if ps["dev1"].Listener == "tls" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("presence after a TLS connect: %+v", ps["dev1"])
-		}
-	}
+		return ps["dev1"].Listener == "tls"
+	})
 	ghost := ca.issue(t, "ghost", false)
 	if ack, err := connect(&ghost, "ghost"); err == nil || ack == nil || ack.ReasonCode != 0x86 {
 		t.Fatalf("certificate for an unknown device: %+v %v, want 0x86", ack, err)
