@@ -2,15 +2,67 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
 
+	"github.com/lastmile-dm/lastmile/agent"
+	"github.com/lastmile-dm/lastmile/agent/command"
 	"github.com/lastmile-dm/lastmile/agent/conn"
 	"github.com/lastmile-dm/lastmile/agent/state"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 )
 
 func init() {
+	commandContract = topicCommands{}
 	shadowContract = topicShadow{}
 }
+
+// topicCommands binds the agent's commands to dm/topic/command.go.
+type topicCommands struct{}
+
+func (topicCommands) RequestFilter(id string) string { return topic.CommandSubscription(id) }
+
+func (topicCommands) DecodeRequest(id string, m conn.Message) (command.Request, agent.Reply, error) {
+	reply := agent.Reply{Topic: m.ResponseTopic, CorrelationData: m.CorrelationData}
+	rest, ok := strings.CutPrefix(m.Topic, topic.Platform(id, topic.CommandLevel)+"/")
+	if !ok {
+		return command.Request{}, reply, fmt.Errorf("%s is not a command topic", m.Topic)
+	}
+	name, reqID, v3 := strings.Cut(rest, "/") // 3.1.1: .../cmd/{name}/{requestId}
+	if reply.Topic == "" && v3 && topic.ValidCommandName(name) && topic.ValidRequestID(reqID) {
+		reply.Topic = topic.CommandReply(id, name, reqID)
+	}
+	if !topic.ValidCommandName(name) {
+		return command.Request{}, reply, fmt.Errorf("bad command name %q", name)
+	}
+	if reply.Topic == "" {
+		return command.Request{}, reply, errors.New("no response topic and no request ID")
+	}
+	return command.Request{Name: name, Args: m.Payload}, reply, nil
+}
+
+// replyStatus maps a response to the contract's HTTP-like status.
+var replyStatus = map[string]int{
+	command.CodeBadRequest: 400, command.CodeNotAllowed: 403, command.CodeUnknownCommand: 404, command.CodeFailed: 500,
+}
+
+func (topicCommands) EncodeResponse(_ string, r agent.Reply, resp command.Response) (conn.Outgoing, error) {
+	status, body := 200, any(resp.Result)
+	if resp.Status != command.StatusOK {
+		status, body = replyStatus[resp.Code], map[string]string{"code": resp.Code, "error": resp.Error}
+		if status == 0 {
+			status = 500
+		}
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return conn.Outgoing{}, err
+	}
+	b, err := json.Marshal(topic.Reply{Status: status, Payload: payload})
+	return conn.Outgoing{Topic: r.Topic, Payload: b, QoS: 1, CorrelationData: r.CorrelationData}, err
+}
+
 
 // applyErrorsKey is the reported key under which the agent lists the
 // desired keys it could not apply (docs/shadows.md, "Keys the agent

@@ -169,6 +169,12 @@ func (c *cli) printEvent(ev *eventv1.Event) error {
 	case ev.GetCommandResult() != nil:
 		r := ev.GetCommandResult()
 		detail = fmt.Sprintf("%s %s status %d in %s", r.GetName(), r.GetOutcome(), r.GetStatus(), r.GetDuration().AsDuration().Round(time.Millisecond))
+	case ev.GetJobProgress() != nil:
+		j := ev.GetJobProgress()
+		detail = fmt.Sprintf("%s %s %s v%d: %s", j.GetKind(), j.GetJobId(), j.GetProfile(), j.GetVersion(), j.GetState())
+		if j.GetReason() != "" {
+			detail += " (" + j.GetReason() + ")"
+		}
 	}
 	typ := strings.ToLower(strings.TrimPrefix(ev.GetType().String(), "EVENT_TYPE_"))
 	_, err := fmt.Fprintf(c.out, "%s  %-14s  %-20s  %s\n", ts(ev.GetTime()), typ, ev.GetDeviceId(), detail)

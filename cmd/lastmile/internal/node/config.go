@@ -13,6 +13,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/dm/config"
+	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/topic"
@@ -66,6 +67,9 @@ func (n *Node) setupConfig(logger *slog.Logger) error {
 	}, []string{"kind", "outcome"})
 	if err := n.metrics.Register(b.messages); err != nil {
 		return fmt.Errorf("config metrics: %w", err)
+	}
+	if n.events != nil {
+		svc.AddNotifier(configEvents{n.events})
 	}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	b.queues = make([]chan configJob, configWorkers)
@@ -159,6 +163,17 @@ func (b *configBridge) serve(j configJob) {
 		b.messages.WithLabelValues(j.kind, "error").Inc()
 		b.log.Error("config message failed", "device", j.deviceID, "kind", j.kind, "error", err)
 	}
+}
+
+// configEvents puts every device state change of a rollout on the event
+// stream as job.progress.
+type configEvents struct{ bus *event.Bus }
+
+var _ config.Notifier = configEvents{}
+
+func (e configEvents) ConfigStatusChanged(c config.Change) {
+	e.bus.Publish(event.Event{Type: event.TypeJobProgress, DeviceID: c.DeviceID, Time: c.Time, Job: &event.Job{
+		Kind: event.JobConfig, ID: c.Rollout.ID, State: c.State, Reason: c.Reason, Profile: c.Rollout.Profile, Version: c.Rollout.Version}})
 }
 
 // configMessenger adapts the broker to config.Messenger.
