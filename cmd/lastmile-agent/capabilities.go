@@ -12,10 +12,10 @@ import (
 )
 
 // The agent's side of the topic contract for commands and shadows
-// (dm/topic/command.go, dm/topic/shadow.go). Until they are bound, the
-// agent runs telemetry only and says so at start; the dispatcher, the
-// reporter and the applier are built (and so their configuration checked)
-// either way.
+// (dm/topic/command.go, dm/topic/shadow.go), bound in contracts.go. A
+// build without a binding runs telemetry only and says so at start; the
+// dispatcher, the reporter and the applier are built (and so their
+// configuration checked) either way.
 var (
 	commandContract agent.CommandContract
 	shadowContract  agent.ShadowContract

@@ -63,7 +63,6 @@ func (topicCommands) EncodeResponse(_ string, r agent.Reply, resp command.Respon
 	return conn.Outgoing{Topic: r.Topic, Payload: b, QoS: 1, CorrelationData: r.CorrelationData}, err
 }
 
-
 // applyErrorsKey is the reported key under which the agent lists the
 // desired keys it could not apply (docs/shadows.md, "Keys the agent
 // reports"). Like agent_version and agent_buffer it starts with "agent_":
