@@ -1,11 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -169,4 +173,127 @@ config_push:
 		t.Errorf("handler calls:\n%s", got)
 	}
 	a.stop(t)
+}
+
+// lmctl runs the CLI against the platform with the bootstrap token.
+func (pl *platform) lmctl(t *testing.T, args ...string) string {
+	t.Helper()
+	pl.mu.Lock()
+	tok := pl.token
+	pl.mu.Unlock()
+	cmd := exec.Command(lmctlBin, append([]string{"--server", pl.addr("grpc"), "--token", tok}, args...)...)
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("lmctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestConfigPushWithLmctl is the README's "Connect a gateway" walk: a
+// profile and a version made with lmctl, assigned to the device, followed
+// through lmctl config status and lmctl events watch.
+func TestConfigPushWithLmctl(t *testing.T) {
+	t.Parallel()
+	pl := startPlatform(t)
+	const id = "gw-readme"
+	dir := t.TempDir()
+	secret := pl.createDevice(t, id)
+	a := startAgent(t, agentConfig(t, dir, baseConfig(t, dir, id, secret, pl.addr("mqtt"), "5")+`
+config_push:
+  confirm_timeout: 5s
+`))
+	events := pl.watchEvents(t, "--device", id, "--type", "job.progress")
+	doc := filepath.Join(dir, "agent-v1.yaml")
+	if err := os.WriteFile(doc, []byte("lastmile_agent:\n  server:\n    address: \""+pl.addr("mqtt")+"\"\n    keepalive: 4s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pl.lmctl(t, "config", "create", "agent", "--format", "yaml", "--require", "lastmile_agent.server.address:string")
+	if out := pl.lmctl(t, "config", "create", "agent", "--file", doc, "--comment", "keepalive 4s"); !strings.Contains(out, "agent") || !strings.Contains(out, "yes") {
+		t.Fatalf("create version:\n%s", out)
+	}
+	if out := pl.lmctl(t, "config", "versions", "agent"); !strings.Contains(out, "keepalive 4s") {
+		t.Fatalf("versions:\n%s", out)
+	}
+	out := pl.lmctl(t, "-o", "json", "config", "assign", "agent", "1", "--device", id)
+	var r struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.ID == "" {
+		t.Fatalf("assign: %v\n%s", err, out)
+	}
+	waitFor(t, 60*time.Second, "lmctl config status to show the device applied", func() bool {
+		return strings.Contains(pl.lmctl(t, "config", "status", r.ID), "applied=1")
+	})
+	if out := pl.lmctl(t, "config", "status"); !strings.Contains(out, r.ID) {
+		t.Errorf("rollout list:\n%s", out)
+	}
+	// The stream showed the device's way through the rollout.
+	waitFor(t, 30*time.Second, "job.progress events up to applied", func() bool {
+		return strings.Contains(events.String(), "config "+r.ID+" agent v1: applied")
+	})
+	if ev := events.String(); !strings.Contains(ev, "agent v1: delivered") {
+		t.Errorf("events:\n%s", ev)
+	}
+	a.stop(t)
+}
+
+// lockedBuffer is a strings.Builder safe for a writer and a poller.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// watchEvents runs lmctl events watch until the test ends and collects
+// what it prints; it returns once the watch is registered.
+func (pl *platform) watchEvents(t *testing.T, args ...string) *lockedBuffer {
+	t.Helper()
+	pl.mu.Lock()
+	tok := pl.token
+	pl.mu.Unlock()
+	out := &lockedBuffer{}
+	cmd := exec.Command(lmctlBin, append([]string{"--server", pl.addr("grpc"), "--token", tok, "events", "watch"}, args...)...)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("lmctl events watch:\n%s", out.String())
+		}
+	})
+	// The platform counts watchers in its metrics; poll for ours.
+	waitFor(t, 20*time.Second, "the event watch to be registered", func() bool {
+		code, body := pl.raw(t, "GET", "/metrics", "")
+		return code == 200 && watchers(body) > 0
+	})
+	return out
+}
+
+// watchers reads the number of event watchers from the metrics text.
+func watchers(metrics string) int {
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "lastmile_events_watchers ") {
+			n, _ := strconv.ParseFloat(strings.TrimPrefix(line, "lastmile_events_watchers "), 64)
+			return int(n)
+		}
+	}
+	return 0
 }

@@ -93,7 +93,7 @@ func eventsWatch(c *cli, args []string, stderr io.Writer) error {
 	var devices, labelReqs, types multi
 	fs.Var(&devices, "device", "only this device (repeatable)")
 	fs.Var(&labelReqs, "label", "only devices with label k=v (repeatable; or any selector like region!=south)")
-	fs.Var(&types, "type", "presence, telemetry, shadow.updated, shadow.delta, command.result (repeatable; default all but telemetry)")
+	fs.Var(&types, "type", "presence, telemetry, shadow.updated, shadow.delta, command.result, job.progress (repeatable; default all but telemetry)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
