@@ -39,7 +39,7 @@ type Config struct {
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
 	// Shadows serves ShadowService; nil leaves it unregistered.
 	Shadows *shadow.Service
-	// Configs serves ConfigService; nil leaves it unregistered.
+	// Configs backs ConfigService; nil answers UNIMPLEMENTED.
 	Configs *config.Service
 	// Commands and Events back CommandService and EventService; nil
 	// answers UNIMPLEMENTED.
@@ -109,6 +109,8 @@ func New(cfg Config) (*API, error) {
 	}
 	if cfg.Configs != nil {
 		configv1.RegisterConfigServiceServer(a.grpc, &configServer{svc: cfg.Configs, log: a.log})
+	} else {
+		configv1.RegisterConfigServiceServer(a.grpc, configv1.UnimplementedConfigServiceServer{})
 	}
 	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
 	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
