@@ -68,7 +68,7 @@ func (topicCommands) EncodeResponse(_ string, r agent.Reply, resp command.Respon
 // reports"). Like agent_version and agent_buffer it starts with "agent_":
 // the agent owns it. Its value mirrors the desired keys
 // ({"wifi": {"ssid": "reason"}}), so a fleet query can select devices by
-// it: reported.agent_apply_errors.wifi.ssid EXISTS.
+// it: reported.agent_apply_errors.wifi.ssid != null.
 const applyErrorsKey = "agent_apply_errors"
 
 // topicShadow binds the classic shadow to dm/topic/shadow.go. The platform
