@@ -332,16 +332,16 @@ func (c *ConfigPush) expire(hash string, waited time.Duration) {
 	defer cancel()
 	c.runRollback(ctx, pend)
 	c.st.Server = pend.PrevSrv
-	srv := c.base
-	if pend.PrevSrv != nil {
-		srv = *pend.PrevSrv
-	}
-	c.Control.SetServer(srv)
 	c.st.Pending = nil
 	r := topic.ConfigStatusPayload{ConfigRef: pend.Ref, State: topic.ConfigRolledBack, Reason: reason}
 	c.remember(r)
 	c.st.Unreported = &r
 	c.save()
+	srv := c.base
+	if pend.PrevSrv != nil {
+		srv = *pend.PrevSrv
+	}
+	c.Control.SetServer(srv)
 	c.Control.Reconnect()
 }
 
