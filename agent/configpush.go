@@ -464,7 +464,7 @@ func builtinServer(format, content string, cur config.ServerConfig) (config.Serv
 		} `yaml:"lastmile_agent"`
 	}
 	if err := yaml.Unmarshal([]byte(content), &doc); err != nil {
-		return cur, false, fmt.Errorf("document is not %s: %v", format, err)
+		return cur, false, fmt.Errorf("document is not %s: %w", format, err)
 	}
 	if doc.Agent == nil || doc.Agent.Server == nil {
 		return cur, false, nil

@@ -116,7 +116,7 @@ func ParseDocument(format string, content []byte) (any, error) {
 		d.UseNumber()
 		var v any
 		if err := d.Decode(&v); err != nil {
-			return nil, fmt.Errorf("%w: not JSON: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: not JSON: %w", ErrInvalid, err)
 		}
 		if d.More() {
 			return nil, fmt.Errorf("%w: not JSON: data after the document", ErrInvalid)
@@ -125,7 +125,7 @@ func ParseDocument(format string, content []byte) (any, error) {
 	case FormatYAML:
 		var v any
 		if err := yaml.Unmarshal(content, &v); err != nil {
-			return nil, fmt.Errorf("%w: not YAML: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: not YAML: %w", ErrInvalid, err)
 		}
 		return normalize(v), nil
 	}

@@ -132,7 +132,7 @@ func decodeConfig(b []byte, v any) error {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrBadConfigPayload, len(b), MaxConfigPayload)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadConfigPayload, err)
+		return fmt.Errorf("%w: %w", ErrBadConfigPayload, err)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func (s *Store) ListConfigVersions(ctx context.Context, profile string, after in
 // LatestConfigVersion returns the highest version number of a profile.
 func (s *Store) LatestConfigVersion(ctx context.Context, profile string) (int64, error) {
 	defer s.observe("latest_config_version", time.Now())
-	ms, err := s.rdb.ZRevRangeByLex(ctx, s.cfgKey("cvs", profile), &goredis.ZRangeBy{Min: "-", Max: "+", Count: 1}).Result()
+	ms, err := s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: s.cfgKey("cvs", profile), Start: "+", Stop: "-", ByLex: true, Rev: true, Count: 1}).Result()
 	if err != nil || len(ms) == 0 {
 		return 0, err
 	}
