@@ -278,6 +278,9 @@ func (c *ConfigPush) confirm(ctx context.Context, ref topic.ConfigRef, p Publish
 		return
 	}
 	c.stopTimer()
+	for _, f := range []string{"json", "yaml", "text"} { // one current document, whatever its format
+		_ = os.Remove(filepath.Join(c.Dir, currentFile+"."+f))
+	}
 	if err := os.Rename(filepath.Join(c.Dir, nextFile+"."+pend.Format), filepath.Join(c.Dir, currentFile+"."+pend.Format)); err != nil {
 		c.log().Warn("keep the confirmed document", "err", err)
 	}
