@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -319,4 +320,28 @@ func TestConfigPushTornState(t *testing.T) {
 	if addr, _ := ctl.state(); addr != "good:1883" {
 		t.Errorf("a torn state file moved the agent to %q", addr)
 	}
+}
+
+// FuzzBuiltinServer: no document crashes the built-in handler, and what it
+// accepts is a host:port with a keepalive in range.
+func FuzzBuiltinServer(f *testing.F) {
+	for _, s := range []string{serverDoc("a:1"), "lastmile_agent: {server: {keepalive: 30s}}", `{"lastmile_agent":{"server":{"address":"[::1]:1883"}}}`,
+		"lastmile_agent: 3", "lastmile_agent: {server: [1]}", "- x", ""} {
+		f.Add(s)
+	}
+	cur := config.ServerConfig{Address: "cur:1883", Keepalive: time.Minute}
+	f.Fuzz(func(t *testing.T, doc string) {
+		for _, format := range []string{"json", "yaml", "text"} {
+			s, ok, err := builtinServer(format, doc, cur)
+			if err != nil || !ok {
+				continue
+			}
+			if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
+				t.Fatalf("accepted address %q", s.Address)
+			}
+			if s.Keepalive < time.Second || s.Keepalive > 65535*time.Second {
+				t.Fatalf("accepted keepalive %s", s.Keepalive)
+			}
+		}
+	})
 }
