@@ -63,6 +63,11 @@ type ConfigPush struct {
 
 	mu     sync.Mutex
 	st     pushState
+	// conns counts connections; a pending document applied during
+	// connection n is confirmed only on a later one (the point of the
+	// confirmation is that the new settings reach the platform).
+	conns     int
+	appliedAt int
 	base   config.ServerConfig // the configuration file's settings
 	timer  backoff.Timer
 	disarm chan struct{}
@@ -158,6 +163,7 @@ func (c *ConfigPush) Filters(id string) []string { return []string{topic.ConfigD
 // platform has for this device.
 func (c *ConfigPush) Connected(ctx context.Context, p Publisher, _ conn.Protocol) {
 	c.mu.Lock()
+	c.conns++
 	un, pend := c.st.Unreported, c.st.Pending
 	c.mu.Unlock()
 	if un != nil && c.send(ctx, p, *un) {
@@ -204,7 +210,7 @@ func (c *ConfigPush) document(ctx context.Context, d topic.ConfigDocumentPayload
 	defer c.mu.Unlock()
 	switch {
 	case c.st.Pending != nil:
-		if c.st.Pending.Ref.Hash == d.Hash {
+		if c.st.Pending.Ref.Hash == d.Hash && c.conns > c.appliedAt {
 			c.sendLocked(ctx, p, topic.ConfigStatusPayload{ConfigRef: c.st.Pending.Ref, State: topic.ConfigAwaitingConfirm})
 		}
 		return
@@ -265,6 +271,7 @@ func (c *ConfigPush) document(ctx context.Context, d topic.ConfigDocumentPayload
 		log.Info("config moves the connection", "address", srv.Address)
 	}
 	c.save()
+	c.appliedAt = c.conns
 	c.arm(d.Hash, c.ConfirmTimeout)
 	log.Info("config applied; reconnecting to wait for the platform's confirmation", "window", c.ConfirmTimeout)
 	c.Control.Reconnect()
@@ -273,9 +280,9 @@ func (c *ConfigPush) document(ctx context.Context, d topic.ConfigDocumentPayload
 func (c *ConfigPush) confirm(ctx context.Context, ref topic.ConfigRef, p Publisher) {
 	c.mu.Lock()
 	pend := c.st.Pending
-	if pend == nil || pend.Ref.Hash != ref.Hash {
+	if pend == nil || pend.Ref.Hash != ref.Hash || c.conns <= c.appliedAt {
 		c.mu.Unlock()
-		return
+		return // not ours, or it reached us on the connection that predates the apply
 	}
 	c.stopTimer()
 	for _, f := range []string{"json", "yaml", "text"} { // one current document, whatever its format

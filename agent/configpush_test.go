@@ -140,6 +140,10 @@ func TestConfigPushConfirmed(t *testing.T) {
 	if ctl.Server().Keepalive != time.Minute {
 		t.Error("the built-in handler lost a setting the document does not name")
 	}
+	// A confirmation on the connection that predates the apply proves
+	// nothing about the new settings: ignored.
+	c.Handle(ctx, confirmMsg(doc), w)
+	c.Handle(ctx, docMsg(t, "r1", "yaml", doc), w)
 	c.Connected(ctx, w, conn.MQTT5) // the new connection
 	c.Handle(ctx, confirmMsg("other"), w)
 	c.Handle(ctx, confirmMsg(doc), w)
@@ -298,6 +302,7 @@ func TestConfigPushProgramHandler(t *testing.T) {
 	}
 	w := &wire{}
 	c.Handle(ctx, docMsg(t, "r1", "text", "one"), w)
+	c.Connected(ctx, w, conn.MQTT5)
 	c.Handle(ctx, confirmMsg("one"), w)
 	c.Handle(ctx, docMsg(t, "r2", "text", "two"), w)
 	waitUntil(t, "the confirmation timer", func() bool { return clock.Waiters() == 1 })
