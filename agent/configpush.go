@@ -61,16 +61,16 @@ type ConfigPush struct {
 	Clock   backoff.Clock
 	Logger  *slog.Logger
 
-	mu     sync.Mutex
-	st     pushState
+	mu sync.Mutex
+	st pushState
 	// conns counts connections; a pending document applied during
 	// connection n is confirmed only on a later one (the point of the
 	// confirmation is that the new settings reach the platform).
 	conns     int
 	appliedAt int
-	base   config.ServerConfig // the configuration file's settings
-	timer  backoff.Timer
-	disarm chan struct{}
+	base      config.ServerConfig // the configuration file's settings
+	timer     backoff.Timer
+	disarm    chan struct{}
 }
 
 var _ Capability = (*ConfigPush)(nil)
@@ -415,7 +415,7 @@ func (c *ConfigPush) run(ctx context.Context, action, file string, ref topic.Con
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s timed out after %s", action, c.ProgramTimeout)
 		}
-		return fmt.Errorf("%s: %v: %s", action, err, msg)
+		return fmt.Errorf("%s: %w: %s", action, err, msg)
 	}
 	return nil
 }

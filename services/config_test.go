@@ -30,7 +30,7 @@ type groupTargets struct{ reg *registry.Service }
 
 func (g groupTargets) DeviceExists(ctx context.Context, id string) error {
 	if _, _, err := g.reg.Get(ctx, id); err != nil {
-		return fmt.Errorf("%w: %v", config.ErrNotFound, err)
+		return fmt.Errorf("%w: %w", config.ErrNotFound, err)
 	}
 	return nil
 }

@@ -216,7 +216,7 @@ func (t configTargets) ResolveTargets(ctx context.Context, tg config.Target, tok
 	}
 	f, err := shadow.ParseFilter(tg.Query)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: query: %v", config.ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: query: %w", config.ErrInvalid, err)
 	}
 	p, err := t.shadows.QueryDevices(ctx, shadow.FleetQuery{Filter: f, PageSize: shadow.MaxFleetPageSize, PageToken: tok})
 	if err != nil {
