@@ -59,61 +59,87 @@ func (s *Service) Step(ctx context.Context) error {
 }
 
 func (s *Service) release(ctx context.Context, r *Rollout) error {
-	n := int(math.Ceil(float64(r.Rate) * s.cfg.Tick.Seconds()))
-	n = min(max(n, 1), MaxPageSize)
-	batch, err := s.cfg.Store.ListDeviceStatuses(ctx, r.ID, r.Cursor, n)
-	if err != nil {
-		return err
-	}
-	doc, err := s.document(ctx, r)
-	if err != nil {
-		return err
-	}
-	for _, st := range batch {
-		if err := s.releaseDevice(ctx, r, st, doc); err != nil {
+	n := max(int(math.Ceil(float64(r.Rate)*s.cfg.Tick.Seconds())), 1)
+	for n > 0 {
+		size := min(n, MaxPageSize)
+		batch, err := s.cfg.Store.ListDeviceStatuses(ctx, r.ID, r.Cursor, size)
+		if err != nil {
 			return err
 		}
-		r.Cursor = st.DeviceID
-	}
-	if len(batch) < n {
-		r.State = RolloutDone
-		s.log.Info("config rollout released every device", "rollout", r.ID, "devices", r.Devices)
+		if len(batch) > 0 {
+			doc, err := s.document(ctx, r)
+			if err != nil {
+				return err
+			}
+			if err := s.releaseBatch(ctx, r, batch, doc); err != nil {
+				return err
+			}
+			r.Cursor = batch[len(batch)-1].DeviceID
+		}
+		if len(batch) < size {
+			r.State = RolloutDone
+			s.log.Info("config rollout released every device", "rollout", r.ID, "devices", r.Devices)
+			break
+		}
+		n -= size
 	}
 	return s.cfg.Store.PutRollout(ctx, r)
 }
 
-func (s *Service) releaseDevice(ctx context.Context, r *Rollout, st *DeviceStatus, doc []byte) error {
-	mu := s.lock(st.DeviceID)
-	mu.Lock()
-	defer mu.Unlock()
+// releaseBatch makes r the target of a batch of devices with two store
+// writes (statuses, targets), marks what it takes over from earlier
+// rollouts superseded, and publishes the document to the devices.
+func (s *Service) releaseBatch(ctx context.Context, r *Rollout, batch []*DeviceStatus, doc []byte) error {
+	ids := make([]string, len(batch))
+	for i, st := range batch {
+		ids[i] = st.DeviceID
+	}
+	unlock := s.lockAll(ids)
+	defer unlock()
 	now := s.cfg.Now().UTC()
-	prev, err := s.cfg.Store.GetDeviceTarget(ctx, st.DeviceID)
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
-		return err
-	case prev != r.ID:
-		if old, err := s.cfg.Store.GetDeviceStatus(ctx, prev, st.DeviceID); err == nil && !Final(old.State) {
+	var writes []*DeviceStatus
+	var changes []Change
+	prevRollouts := map[string]*Rollout{}
+	for _, st := range batch {
+		prev, err := s.cfg.Store.GetDeviceTarget(ctx, st.DeviceID)
+		switch {
+		case errors.Is(err, ErrNotFound) || prev == r.ID:
+		case err != nil:
+			return err
+		default:
+			old, err := s.cfg.Store.GetDeviceStatus(ctx, prev, st.DeviceID)
+			if err != nil || Final(old.State) {
+				break
+			}
 			old.State, old.Reason, old.UpdatedAt = StateSuperseded, "superseded by rollout "+r.ID, now
-			if err := s.cfg.Store.PutDeviceStatuses(ctx, []*DeviceStatus{old}); err != nil {
-				return err
+			writes = append(writes, old)
+			pr, ok := prevRollouts[prev]
+			if !ok {
+				if pr, err = s.cfg.Store.GetRollout(ctx, prev); err != nil {
+					pr = &Rollout{ID: prev}
+				}
+				prevRollouts[prev] = pr
 			}
-			if pr, err := s.cfg.Store.GetRollout(ctx, prev); err == nil {
-				s.notify(Change{Rollout: pr, DeviceID: st.DeviceID, State: old.State, Reason: old.Reason, Time: now})
-			}
+			changes = append(changes, Change{Rollout: pr, DeviceID: st.DeviceID, State: old.State, Reason: old.Reason, Time: now})
 		}
+		st.Released, st.UpdatedAt = true, now
+		writes = append(writes, st)
+		changes = append(changes, Change{Rollout: r, DeviceID: st.DeviceID, State: st.State, Reason: "released", Time: now})
 	}
-	st.Released, st.UpdatedAt = true, now
-	if err := s.cfg.Store.PutDeviceStatuses(ctx, []*DeviceStatus{st}); err != nil {
+	if err := s.cfg.Store.PutDeviceStatuses(ctx, writes); err != nil {
 		return err
 	}
-	if err := s.cfg.Store.SetDeviceTarget(ctx, st.DeviceID, r.ID); err != nil {
+	if err := s.cfg.Store.SetDeviceTargets(ctx, r.ID, ids); err != nil {
 		return err
 	}
-	s.notify(Change{Rollout: r, DeviceID: st.DeviceID, State: st.State, Reason: "released", Time: now})
+	for _, c := range changes {
+		s.notify(c)
+	}
 	// A device that is offline gets nothing now and asks on connecting.
-	if err := s.cfg.Messenger.Publish(topic.ConfigTopic(st.DeviceID, topic.ConfigDocument), doc); err != nil {
-		s.log.Warn("publish config document", "device", st.DeviceID, "rollout", r.ID, "error", err)
+	for _, id := range ids {
+		if err := s.cfg.Messenger.Publish(topic.ConfigTopic(id, topic.ConfigDocument), doc); err != nil {
+			s.log.Warn("publish config document", "device", id, "rollout", r.ID, "error", err)
+		}
 	}
 	return nil
 }

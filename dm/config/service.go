@@ -52,7 +52,7 @@ type Notifier interface {
 // Limits of config push.
 const (
 	DefaultRate     = 10
-	MaxRate         = 100_000
+	MaxRate         = 10_000
 	DefaultTick     = time.Second
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
@@ -398,12 +398,37 @@ func (s *Service) ListRollouts(ctx context.Context, size int, token string) ([]*
 	return rs, encodeToken(rs[len(rs)-1].ID), nil
 }
 
-func (s *Service) lock(deviceID string) *sync.Mutex {
+func stripe(deviceID string, n int) int {
 	var h uint32 = 2166136261
 	for i := 0; i < len(deviceID); i++ {
 		h = (h ^ uint32(deviceID[i])) * 16777619
 	}
-	return &s.locks[h%uint32(len(s.locks))]
+	return int(h % uint32(n)) //nolint:gosec // n is the stripe count
+}
+
+func (s *Service) lock(deviceID string) *sync.Mutex {
+	return &s.locks[stripe(deviceID, len(s.locks))]
+}
+
+// lockAll locks the stripes of several devices, in stripe order (so two
+// batches never deadlock), and returns the unlock.
+func (s *Service) lockAll(ids []string) func() {
+	var held [len(s.locks)]bool
+	for _, id := range ids {
+		held[stripe(id, len(s.locks))] = true
+	}
+	for i, h := range held {
+		if h {
+			s.locks[i].Lock()
+		}
+	}
+	return func() {
+		for i, h := range held {
+			if h {
+				s.locks[i].Unlock()
+			}
+		}
+	}
 }
 
 // document builds the message that carries a rollout's document.

@@ -94,7 +94,7 @@ func newService(t *testing.T, st config.Store, holder string) (*config.Service, 
 	return svc, out
 }
 
-func openStore(t *testing.T) *embedded.Store {
+func openStore(t testing.TB) *embedded.Store {
 	t.Helper()
 	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
 	if err != nil {

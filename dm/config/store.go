@@ -39,9 +39,10 @@ type Store interface {
 	// device IDs above after, in device ID order.
 	ListDeviceStatuses(ctx context.Context, rollout, after string, limit int) ([]*DeviceStatus, error)
 
-	// SetDeviceTarget records the rollout whose document a device should
-	// run; GetDeviceTarget returns it (ErrNotFound if none).
-	SetDeviceTarget(ctx context.Context, deviceID, rollout string) error
+	// SetDeviceTargets records, in one write, the rollout whose document
+	// each device should run; GetDeviceTarget returns it (ErrNotFound if
+	// none).
+	SetDeviceTargets(ctx context.Context, rollout string, deviceIDs []string) error
 	GetDeviceTarget(ctx context.Context, deviceID string) (string, error)
 
 	// AcquireLease takes or renews the named lease for holder for ttl and

@@ -166,10 +166,17 @@ func (s *Store) ListDeviceStatuses(ctx context.Context, rollout, after string, l
 	return scanJSON[config.DeviceStatus](ctx, s, prefixConfigStatus+rollout+"/", lower, limit)
 }
 
-// SetDeviceTarget records a device's current rollout.
-func (s *Store) SetDeviceTarget(_ context.Context, deviceID, rollout string) error {
-	defer s.observe("set_device_target", time.Now())
-	return s.db.Set([]byte(prefixConfigTarget+deviceID), []byte(rollout), pebble.Sync)
+// SetDeviceTargets records the devices' current rollout in one batch.
+func (s *Store) SetDeviceTargets(_ context.Context, rollout string, ids []string) error {
+	defer s.observe("set_device_targets", time.Now())
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, id := range ids {
+		if err := b.Set([]byte(prefixConfigTarget+id), []byte(rollout), nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.Sync)
 }
 
 // GetDeviceTarget returns a device's current rollout or config.ErrNotFound.

@@ -202,10 +202,21 @@ func (s *Store) ListDeviceStatuses(ctx context.Context, rollout, after string, l
 	return loadAll[config.DeviceStatus](ctx, s, s.cfgKey("cs", rollout, ""), ids)
 }
 
-// SetDeviceTarget records a device's current rollout.
-func (s *Store) SetDeviceTarget(ctx context.Context, deviceID, rollout string) error {
-	defer s.observe("set_device_target", time.Now())
-	return s.rdb.Set(ctx, s.cfgKey("ct", deviceID), rollout, 0).Err()
+// SetDeviceTargets records the devices' current rollout, 500 per round trip.
+func (s *Store) SetDeviceTargets(ctx context.Context, rollout string, ids []string) error {
+	defer s.observe("set_device_targets", time.Now())
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		pairs := make([]any, 0, 2*n)
+		for _, id := range ids[:n] {
+			pairs = append(pairs, s.cfgKey("ct", id), rollout)
+		}
+		if err := s.rdb.MSet(ctx, pairs...).Err(); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
 }
 
 // GetDeviceTarget returns a device's current rollout or config.ErrNotFound.

@@ -136,13 +136,19 @@ func testConfig(t *testing.T, s Store) {
 	if _, err := s.GetDeviceTarget(ctx, "d00"); !errors.Is(err, config.ErrNotFound) {
 		t.Fatalf("missing target: %v", err)
 	}
-	for _, id := range []string{"r1", "r2"} {
-		if err := s.SetDeviceTarget(ctx, "d00", id); err != nil {
-			t.Fatal(err)
-		}
+	if err := s.SetDeviceTargets(ctx, "r1", []string{"d00", "d01"}); err != nil {
+		t.Fatal(err)
 	}
-	if g, err := s.GetDeviceTarget(ctx, "d00"); err != nil || g != "r2" {
-		t.Fatalf("target: %q %v", g, err)
+	if err := s.SetDeviceTargets(ctx, "r2", []string{"d00"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDeviceTargets(ctx, "r3", nil); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"d00": "r2", "d01": "r1"} {
+		if g, err := s.GetDeviceTarget(ctx, id); err != nil || g != want {
+			t.Fatalf("target of %s: %q %v, want %s", id, g, err, want)
+		}
 	}
 }
 

@@ -592,7 +592,7 @@ type AssignRequest struct {
 	Profile string                 `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
 	Version int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	Target  *Target                `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	// Devices released per second (default 10).
+	// Devices released per second (default 10, at most 10000).
 	Rate          int32 `protobuf:"varint,4,opt,name=rate,proto3" json:"rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
