@@ -165,6 +165,7 @@ func (c *ConfigPush) Connected(ctx context.Context, p Publisher, _ conn.Protocol
 	c.mu.Lock()
 	c.conns++
 	un, pend := c.st.Unreported, c.st.Pending
+	c.log().Debug("config push connected", "connection", c.conns, "pending", pend != nil, "unreported", un != nil)
 	c.mu.Unlock()
 	if un != nil && c.send(ctx, p, *un) {
 		c.mu.Lock()
@@ -281,6 +282,7 @@ func (c *ConfigPush) confirm(ctx context.Context, ref topic.ConfigRef, p Publish
 	c.mu.Lock()
 	pend := c.st.Pending
 	if pend == nil || pend.Ref.Hash != ref.Hash || c.conns <= c.appliedAt {
+		c.log().Debug("config confirmation ignored", "pending", pend != nil, "connection", c.conns, "applied_on", c.appliedAt)
 		c.mu.Unlock()
 		return // not ours, or it reached us on the connection that predates the apply
 	}
