@@ -70,6 +70,7 @@ type ConfigPush struct {
 	appliedAt int
 	base      config.ServerConfig // the configuration file's settings
 	timer     backoff.Timer
+	half      backoff.Timer
 	disarm    chan struct{}
 }
 
@@ -303,13 +304,27 @@ func (c *ConfigPush) confirm(ctx context.Context, ref topic.ConfigRef, p Publish
 }
 
 // arm starts the confirmation timer of hash. Called with mu held (or
-// before the agent runs).
+// before the agent runs). Halfway through the window, a device that did
+// connect with the new settings but got no confirmation reconnects once:
+// a confirmation lost on the way (a dropped message, a subscription the
+// broker lost in a fast reconnect) gets a second chance before the
+// rollback; a device that cannot connect is not affected.
 func (c *ConfigPush) arm(hash string, d time.Duration) {
 	c.stopTimer()
-	t := c.Clock.NewTimer(d)
+	t, half := c.Clock.NewTimer(d), c.Clock.NewTimer(d/2)
 	stop := make(chan struct{})
-	c.timer, c.disarm = t, stop
+	c.timer, c.half, c.disarm = t, half, stop
 	go func() {
+		select {
+		case <-half.C():
+			c.retry(hash)
+		case <-t.C():
+			half.Stop()
+			c.expire(hash, d)
+			return
+		case <-stop:
+			return
+		}
 		select {
 		case <-t.C():
 			c.expire(hash, d)
@@ -321,8 +336,22 @@ func (c *ConfigPush) arm(hash string, d time.Duration) {
 func (c *ConfigPush) stopTimer() {
 	if c.timer != nil {
 		c.timer.Stop()
+		c.half.Stop()
 		close(c.disarm)
-		c.timer, c.disarm = nil, nil
+		c.timer, c.half, c.disarm = nil, nil, nil
+	}
+}
+
+// retry reconnects once when the new settings connected but no
+// confirmation came in the first half of the window.
+func (c *ConfigPush) retry(hash string) {
+	c.mu.Lock()
+	pend := c.st.Pending
+	again := pend != nil && pend.Ref.Hash == hash && c.conns > c.appliedAt
+	c.mu.Unlock()
+	if again {
+		c.log().Info("no config confirmation yet; reconnecting once to ask again", "profile", pend.Ref.Profile, "version", pend.Ref.Version)
+		c.Control.Reconnect()
 	}
 }
 
@@ -334,7 +363,8 @@ func (c *ConfigPush) expire(hash string, waited time.Duration) {
 	if pend == nil || pend.Ref.Hash != hash {
 		return
 	}
-	c.timer, c.disarm = nil, nil
+	c.half.Stop()
+	c.timer, c.half, c.disarm = nil, nil, nil
 	reason := fmt.Sprintf("no confirmation from the platform within %s of applying; the previous configuration was restored", c.ConfirmTimeout)
 	if waited < c.ConfirmTimeout {
 		reason = fmt.Sprintf("no confirmation from the platform within %s of applying (the agent restarted meanwhile); the previous configuration was restored", c.ConfirmTimeout)

@@ -178,7 +178,7 @@ func TestConfigPushRollsBack(t *testing.T) {
 	w.mu.Lock()
 	w.down = true // the new server does not answer
 	w.mu.Unlock()
-	waitUntil(t, "the confirmation timer", func() bool { return clock.Waiters() == 1 })
+	waitUntil(t, "the confirmation timer", func() bool { return clock.Waiters() == 2 })
 	clock.Advance(59 * time.Second)
 	if addr, _ := ctl.state(); addr != "127.0.0.1:1" {
 		t.Fatal("rolled back before the window ended")
@@ -231,11 +231,14 @@ func TestConfigPushSurvivesRestart(t *testing.T) {
 		t.Errorf("restarted and connected: %s", got)
 	}
 	clock.Advance(19 * time.Second)
+	// Halfway through the 20 s left it has connected, unconfirmed:
+	// it reconnects once to ask again.
+	waitUntil(t, "the reconnect to ask again", func() bool { _, n := ctl2.state(); return n == 1 })
 	if addr, _ := ctl2.state(); addr != "bad:1" {
 		t.Fatal("rolled back early after the restart")
 	}
 	clock.Advance(time.Second)
-	waitUntil(t, "the rollback after the restart", func() bool { addr, n := ctl2.state(); return addr == "good:1883" && n == 1 })
+	waitUntil(t, "the rollback after the restart", func() bool { addr, n := ctl2.state(); return addr == "good:1883" && n == 2 })
 
 	// And a restart after the rollback stays on the good server.
 	ctl3 := &control{srv: config.ServerConfig{Address: "good:1883"}}
@@ -305,7 +308,7 @@ func TestConfigPushProgramHandler(t *testing.T) {
 	c.Connected(ctx, w, conn.MQTT5)
 	c.Handle(ctx, confirmMsg("one"), w)
 	c.Handle(ctx, docMsg(t, "r2", "text", "two"), w)
-	waitUntil(t, "the confirmation timer", func() bool { return clock.Waiters() == 1 })
+	waitUntil(t, "the confirmation timer", func() bool { return clock.Waiters() == 2 })
 	clock.Advance(time.Minute)
 	waitUntil(t, "the rollback", func() bool { _, n := ctl.state(); return n == 3 })
 	b, _ := os.ReadFile(log)
@@ -349,4 +352,30 @@ func FuzzBuiltinServer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestConfigPushAsksAgain: connected with the new settings but not
+// confirmed by halfway through the window, the agent reconnects once to
+// ask again, and a confirmation then still commits.
+func TestConfigPushAsksAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := backoff.NewManualClock(time.Unix(1e9, 0))
+	ctl := &control{srv: config.ServerConfig{Address: "old:1883"}}
+	c, w := newPush(t, t.TempDir(), clock, ctl), &wire{}
+	doc := serverDoc("new:1883")
+	c.Handle(ctx, docMsg(t, "r1", "yaml", doc), w)
+	c.Connected(ctx, w, conn.MQTT5) // the confirmation it asks for gets lost
+	waitUntil(t, "the confirmation timers", func() bool { return clock.Waiters() == 2 })
+	clock.Advance(30 * time.Second)
+	waitUntil(t, "the second reconnect", func() bool { _, n := ctl.state(); return n == 2 })
+	c.Connected(ctx, w, conn.MQTT5)
+	c.Handle(ctx, confirmMsg(doc), w)
+	if s := w.last(t); s.State != topic.ConfigApplied {
+		t.Fatalf("after asking again: %+v", s)
+	}
+	clock.Advance(time.Hour)
+	if addr, n := ctl.state(); addr != "new:1883" || n != 2 {
+		t.Errorf("after the confirmation: %s, %d reconnects", addr, n)
+	}
 }
