@@ -211,6 +211,9 @@ func (a *Agent) SetServer(s config.ServerConfig) {
 	a.mu.Unlock()
 }
 
+// Server returns the connection settings in use.
+func (a *Agent) Server() config.ServerConfig { return a.serverConfig() }
+
 // Reconnect closes the current session; the loop connects again at once.
 func (a *Agent) Reconnect() {
 	select {

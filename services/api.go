@@ -15,12 +15,14 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/command"
+	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	commandv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/command/v1"
+	configv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/config/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
 	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
@@ -37,6 +39,8 @@ type Config struct {
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
 	// Shadows serves ShadowService; nil leaves it unregistered.
 	Shadows *shadow.Service
+	// Configs backs ConfigService; nil answers UNIMPLEMENTED.
+	Configs *config.Service
 	// Commands and Events back CommandService and EventService; nil
 	// answers UNIMPLEMENTED.
 	Commands *command.Service
@@ -103,6 +107,11 @@ func New(cfg Config) (*API, error) {
 	if cfg.Shadows != nil {
 		shadowv1.RegisterShadowServiceServer(a.grpc, &shadowServer{svc: cfg.Shadows, log: a.log})
 	}
+	if cfg.Configs != nil {
+		configv1.RegisterConfigServiceServer(a.grpc, &configServer{svc: cfg.Configs, log: a.log})
+	} else {
+		configv1.RegisterConfigServiceServer(a.grpc, configv1.UnimplementedConfigServiceServer{})
+	}
 	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
 	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
 	reflection.Register(a.grpc)
@@ -127,6 +136,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
 		shadowv1.RegisterShadowServiceHandlerFromEndpoint,
+		configv1.RegisterConfigServiceHandlerFromEndpoint,
 		commandv1.RegisterCommandServiceHandlerFromEndpoint,
 		eventv1.RegisterEventServiceHandlerFromEndpoint,
 	} {

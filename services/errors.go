@@ -13,6 +13,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/command"
+	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
@@ -50,9 +51,10 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, registry.ErrNotFound), errors.Is(err, access.ErrNotFound), errors.Is(err, token.ErrNotFound),
-		errors.Is(err, shadow.ErrNotFound):
+		errors.Is(err, shadow.ErrNotFound), errors.Is(err, config.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, registry.ErrExists), errors.Is(err, access.ErrExists), errors.Is(err, token.ErrExists):
+	case errors.Is(err, registry.ErrExists), errors.Is(err, access.ErrExists), errors.Is(err, token.ErrExists),
+		errors.Is(err, config.ErrExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, registry.ErrConflict), errors.Is(err, shadow.ErrConflict):
 		code = codes.Aborted
@@ -61,7 +63,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.Is(err, shadow.ErrTooManyRequests):
 		code = codes.ResourceExhausted
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, access.ErrInvalid), errors.Is(err, token.ErrInvalid),
-		errors.Is(err, shadow.ErrInvalid):
+		errors.Is(err, shadow.ErrInvalid), errors.Is(err, config.ErrInvalid), errors.Is(err, config.ErrSchema):
 		code = codes.InvalidArgument
 	case errors.Is(err, access.ErrReadOnly), errors.Is(err, access.ErrInUse):
 		code = codes.FailedPrecondition
@@ -98,7 +100,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 // clean drops the "registry: " style package prefixes from a domain message.
 func clean(err error) string {
 	msg := err.Error()
-	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "command: ", "event: ", "topic: "} {
+	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "command: ", "event: ", "topic: ", "config: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg

@@ -97,6 +97,10 @@ func eventToProto(ev event.Event) *eventv1.Event {
 		c := ev.Command
 		out.Detail = &eventv1.Event_CommandResult{CommandResult: &eventv1.CommandResultEvent{RequestId: c.RequestID, Name: c.Name,
 			Outcome: c.Outcome, Status: int32(c.Status), Payload: jsonValue(c.Payload), Duration: durationOf(c.Duration)}}
+	case ev.Job != nil:
+		j := ev.Job
+		out.Detail = &eventv1.Event_JobProgress{JobProgress: &eventv1.JobProgressEvent{Kind: j.Kind, JobId: j.ID, State: j.State,
+			Reason: j.Reason, Profile: j.Profile, Version: j.Version}}
 	}
 	return out
 }

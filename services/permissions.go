@@ -19,6 +19,14 @@ var permissions = map[string]string{
 	"/lastmile.shadow.v1.ShadowService/UpdateDesired":    token.PermShadowsWrite,
 	"/lastmile.shadow.v1.ShadowService/DeleteShadow":     token.PermShadowsWrite,
 
+	"/lastmile.config.v1.ConfigService/CreateProfile":    token.PermConfigWrite,
+	"/lastmile.config.v1.ConfigService/GetProfile":       token.PermConfigRead,
+	"/lastmile.config.v1.ConfigService/CreateVersion":    token.PermConfigWrite,
+	"/lastmile.config.v1.ConfigService/ListVersions":     token.PermConfigRead,
+	"/lastmile.config.v1.ConfigService/Assign":           token.PermConfigWrite,
+	"/lastmile.config.v1.ConfigService/ListRollouts":     token.PermConfigRead,
+	"/lastmile.config.v1.ConfigService/GetRolloutStatus": token.PermConfigRead,
+
 	"/lastmile.access.v1.TokenService/CreateToken": token.PermTokensAdmin,
 	"/lastmile.access.v1.TokenService/ListTokens":  token.PermTokensAdmin,
 	"/lastmile.access.v1.TokenService/RevokeToken": token.PermTokensAdmin,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,6 +36,7 @@ type Config struct {
 	Status      StatusConfig      `yaml:"status"`
 	Commands    CommandsConfig    `yaml:"commands"`
 	State       StateConfig       `yaml:"state"`
+	ConfigPush  ConfigPushConfig  `yaml:"config_push"`
 	Log         LogConfig         `yaml:"log"`
 }
 
@@ -191,6 +193,30 @@ type StateHandlerConfig struct {
 // BuiltinLogLevel is the desired key the agent applies itself: its log
 // level (debug, info, warn, error).
 const BuiltinLogLevel = "agent.log_level"
+
+// ConfigPushConfig configures the config-apply capability
+// (docs/config-push.md): where it keeps documents and its pending state,
+// how long it waits for the platform's confirmation before rolling back,
+// and the program that applies documents.
+type ConfigPushConfig struct {
+	// Disabled turns config push off.
+	Disabled bool `yaml:"disabled"`
+	// Dir holds the current and pending documents and the state that
+	// survives a restart; default "config" beside buffer.dir.
+	Dir string `yaml:"dir"`
+	// ConfirmTimeout is how long an applied document waits for the
+	// platform's confirmation before it is rolled back.
+	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+	// Handler applies a document: the document's file is its last
+	// argument, LASTMILE_CONFIG_ACTION is apply or rollback.
+	Handler ConfigHandlerConfig `yaml:"handler"`
+}
+
+// ConfigHandlerConfig is the program that applies config documents.
+type ConfigHandlerConfig struct {
+	Argv    []string      `yaml:"argv"`
+	Timeout time.Duration `yaml:"timeout"`
+}
 
 // LogConfig configures logging.
 type LogConfig struct {
@@ -375,6 +401,9 @@ func (c *Config) CheckAndSetDefaults() error {
 			return keyError(key+".timeout", "negative")
 		}
 	}
+	if err := c.ConfigPush.check(c.Buffer.Dir); err != nil {
+		return err
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -388,6 +417,29 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return keyError("log.format", "%q is not text or json", c.Log.Format)
+	}
+	return nil
+}
+
+func (c *ConfigPushConfig) check(bufferDir string) error {
+	if c.Dir == "" {
+		// Beside the buffer: /var/lib/lastmile-agent/config by default.
+		c.Dir = filepath.Join(filepath.Dir(filepath.Clean(bufferDir)), "config")
+	}
+	if c.ConfirmTimeout == 0 {
+		c.ConfirmTimeout = 120 * time.Second
+	}
+	if c.ConfirmTimeout < time.Second {
+		return keyError("config_push.confirm_timeout", "%s is shorter than 1s", c.ConfirmTimeout)
+	}
+	if len(c.Handler.Argv) > 0 && c.Handler.Argv[0] == "" {
+		return keyError("config_push.handler.argv", "the program is empty")
+	}
+	if c.Handler.Timeout == 0 {
+		c.Handler.Timeout = time.Minute
+	}
+	if c.Handler.Timeout < 0 {
+		return keyError("config_push.handler.timeout", "negative")
 	}
 	return nil
 }

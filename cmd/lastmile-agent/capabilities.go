@@ -12,29 +12,29 @@ import (
 )
 
 // The agent's side of the topic contract for commands and shadows
-// (dm/topic/command.go, dm/topic/shadow.go). Until they are bound, the
-// agent runs telemetry only and says so at start; the dispatcher, the
-// reporter and the applier are built (and so their configuration checked)
-// either way.
+// (dm/topic/command.go, dm/topic/shadow.go), bound in contracts.go. A
+// build without a binding runs telemetry only and says so at start; the
+// dispatcher, the reporter and the applier are built (and so their
+// configuration checked) either way.
 var (
 	commandContract agent.CommandContract
 	shadowContract  agent.ShadowContract
 )
 
 // capabilities builds the device-management features from the
-// configuration.
-func capabilities(cfg config.Config, log *slog.Logger, level *slog.LevelVar, status func() agent.Status) ([]agent.Capability, error) {
+// configuration. push, when not nil, needs its Control set and Start
+// called once the agent exists.
+func capabilities(cfg config.Config, log *slog.Logger, level *slog.LevelVar, status func() agent.Status) (caps []agent.Capability, push *agent.ConfigPush, err error) {
 	d, err := dispatcher(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ap, err := applier(cfg, level)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rep := &state.Reporter{AgentVersion: version, FirmwareVersionFile: cfg.State.FirmwareVersionFile,
 		Extra: func() map[string]any { return map[string]any{"agent_buffer": status().Buffer} }}
-	var caps []agent.Capability
 	if commandContract != nil {
 		caps = append(caps, &agent.Commands{DeviceID: cfg.DeviceID, Contract: commandContract, Dispatcher: d, Logger: log})
 	} else {
@@ -45,7 +45,12 @@ func capabilities(cfg config.Config, log *slog.Logger, level *slog.LevelVar, sta
 	} else {
 		log.Warn("shadow sync is not bound to the topic contract in this build")
 	}
-	return caps, nil
+	if c := cfg.ConfigPush; !c.Disabled {
+		push = &agent.ConfigPush{DeviceID: cfg.DeviceID, Dir: c.Dir, ConfirmTimeout: c.ConfirmTimeout,
+			Program: c.Handler.Argv, ProgramTimeout: c.Handler.Timeout, Logger: log.With("component", "config-push")}
+		caps = append(caps, push)
+	}
+	return caps, push, nil
 }
 
 // dispatcher registers the built-in commands as configured.

@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// The capabilities report the agent's status, which exists once the
 	// agent does: a holder breaks the cycle.
 	var a *agent.Agent
-	caps, err := capabilities(cfg, log, level, func() agent.Status { return a.Status() })
+	caps, push, err := capabilities(cfg, log, level, func() agent.Status { return a.Status() })
 	if err != nil {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
@@ -76,6 +76,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
+	}
+	if push != nil {
+		push.Control = a
+		if err := push.Start(); err != nil {
+			fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
+			return 1
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -93,7 +93,7 @@ func eventsWatch(c *cli, args []string, stderr io.Writer) error {
 	var devices, labelReqs, types multi
 	fs.Var(&devices, "device", "only this device (repeatable)")
 	fs.Var(&labelReqs, "label", "only devices with label k=v (repeatable; or any selector like region!=south)")
-	fs.Var(&types, "type", "presence, telemetry, shadow.updated, shadow.delta, command.result (repeatable; default all but telemetry)")
+	fs.Var(&types, "type", "presence, telemetry, shadow.updated, shadow.delta, command.result, job.progress (repeatable; default all but telemetry)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -169,6 +169,12 @@ func (c *cli) printEvent(ev *eventv1.Event) error {
 	case ev.GetCommandResult() != nil:
 		r := ev.GetCommandResult()
 		detail = fmt.Sprintf("%s %s status %d in %s", r.GetName(), r.GetOutcome(), r.GetStatus(), r.GetDuration().AsDuration().Round(time.Millisecond))
+	case ev.GetJobProgress() != nil:
+		j := ev.GetJobProgress()
+		detail = fmt.Sprintf("%s %s %s v%d: %s", j.GetKind(), j.GetJobId(), j.GetProfile(), j.GetVersion(), j.GetState())
+		if j.GetReason() != "" {
+			detail += " (" + j.GetReason() + ")"
+		}
 	}
 	typ := strings.ToLower(strings.TrimPrefix(ev.GetType().String(), "EVENT_TYPE_"))
 	_, err := fmt.Fprintf(c.out, "%s  %-14s  %-20s  %s\n", ts(ev.GetTime()), typ, ev.GetDeviceId(), detail)

@@ -40,6 +40,7 @@ resources and verbs:
   apps      create|get|list|update|delete|rotate-secret
   tunnel    --device ID --target host:port --listen addr   (forward; also list|close|key)
   shadow    get|update|delete|list|query
+  config    create NAME [--format F] [--file DOC] | versions NAME | assign NAME VERSION --device|--group|--query | status [ROLLOUT]
   cmd       invoke DEVICE NAME [--payload JSON]   (--timeout is the command's)
   events    watch [--device ID] [--label k=v] [--type presence|telemetry|...]
 

@@ -25,9 +25,12 @@ const (
 	// TypeCommandResult: a command finished, whatever the outcome (Event.Command).
 	TypeCommandResult Type = "command.result"
 
-	// Reserved for later capabilities; no publisher yet.
+	// TypeJobProgress: a device moved on in a job, such as a config
+	// rollout (Event.Job).
 	TypeJobProgress Type = "job.progress"
-	TypeTrap        Type = "trap"
+
+	// Reserved for later capabilities; no publisher yet.
+	TypeTrap Type = "trap"
 )
 
 // Types lists every event type, in a stable order.
@@ -51,6 +54,7 @@ type Event struct {
 	Telemetry *Telemetry
 	Shadow    *Shadow
 	Command   *Command
+	Job       *Job
 }
 
 // Presence is a connect or disconnect.
@@ -101,6 +105,27 @@ type Command struct {
 	Status    int
 	Payload   json.RawMessage
 	Duration  time.Duration
+}
+
+// Job kinds.
+const (
+	// JobConfig is a config push rollout (docs/config-push.md).
+	JobConfig = "config"
+)
+
+// Job is one device's progress in a job.
+type Job struct {
+	// Kind is JobConfig.
+	Kind string
+	// ID is the job's ID (the rollout ID).
+	ID string
+	// State is the device's state in the job (for config: pending,
+	// delivered, applied, failed, rolled_back, superseded).
+	State  string
+	Reason string
+	// Profile and Version name the config version a config rollout pushes.
+	Profile string
+	Version int64
 }
 
 // ShadowUpdated returns the event of a changed shadow document, for

@@ -48,6 +48,10 @@ const (
 	PermTunnel       = "tunnel"
 	PermShadowsRead  = "shadows:read"
 	PermShadowsWrite = "shadows:write"
+	// PermConfigRead reads config profiles, versions and rollouts;
+	// PermConfigWrite creates them (and so pushes configuration).
+	PermConfigRead  = "config:read"
+	PermConfigWrite = "config:write"
 	// PermCommandsInvoke runs commands on devices.
 	PermCommandsInvoke = "commands:invoke"
 	// PermEventsRead watches the event stream (presence, telemetry, ...).
@@ -58,6 +62,7 @@ const (
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
 	PermTunnel,
 	PermShadowsRead, PermShadowsWrite,
+	PermConfigRead, PermConfigWrite,
 
 	PermCommandsInvoke,
 	PermEventsRead,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/broker/persist"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
@@ -29,6 +30,7 @@ type Store interface {
 	token.Store
 	persist.Store
 	shadow.Store
+	config.Store
 }
 
 // Opener opens a fresh, empty store; the engine's test cleans it up.
@@ -46,6 +48,8 @@ func Run(t *testing.T, open Opener) {
 	t.Run("SessionsConcurrent", func(t *testing.T) { t.Parallel(); testSessionsConcurrent(t, open(t)) })
 	t.Run("Shadows", func(t *testing.T) { t.Parallel(); testShadows(t, open(t)) })
 	t.Run("ShadowCAS", func(t *testing.T) { t.Parallel(); testShadowCAS(t, open(t)) })
+	t.Run("Config", func(t *testing.T) { t.Parallel(); testConfig(t, open(t)) })
+	t.Run("Lease", func(t *testing.T) { t.Parallel(); testLease(t, open(t)) })
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

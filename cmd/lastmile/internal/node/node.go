@@ -25,6 +25,7 @@ import (
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/command"
+	configpush "github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/credential"
 	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
@@ -58,6 +59,8 @@ type Node struct {
 	subs         subscriptionFanout // the broker's SubscriptionSink
 	shadows      *shadow.Service
 	shadowBridge *shadowBridge
+	configs      *configpush.Service
+	configBridge *configBridge
 
 	started chan struct{}
 	ready   atomic.Bool
@@ -91,6 +94,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 			if n.shadowBridge != nil {
 				n.shadowBridge.close()
 			}
+			n.configBridge.close()
 			_ = n.store.Close()
 		}
 	}()
@@ -155,6 +159,10 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		return nil, fmt.Errorf("shadows: %w", err)
 	}
 
+	if err := n.setupConfig(logger); err != nil {
+		return nil, fmt.Errorf("config push: %w", err)
+	}
+
 	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
 	}
@@ -174,7 +182,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows, Configs: n.configs,
 		Commands: n.commands, Events: n.events,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
@@ -377,6 +385,7 @@ func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 		}
 	}
 	n.shadowBridge.close()
+	n.configBridge.close()
 	if err := n.broker.Shutdown(ctx); err != nil {
 		n.log.Error("broker shutdown", "error", err)
 	}

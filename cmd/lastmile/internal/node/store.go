@@ -13,6 +13,7 @@ import (
 	"github.com/lastmile-dm/lastmile/broker/persist"
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/access"
+	configpush "github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 	"github.com/lastmile-dm/lastmile/dm/token"
@@ -28,6 +29,7 @@ type Store interface {
 	token.Store
 	persist.Store
 	shadow.Store
+	configpush.Store
 	Close() error
 }
 

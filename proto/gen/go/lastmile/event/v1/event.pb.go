@@ -39,7 +39,8 @@ const (
 	EventType_EVENT_TYPE_SHADOW_DELTA EventType = 4
 	// A command invocation ended.
 	EventType_EVENT_TYPE_COMMAND_RESULT EventType = 5
-	// Reserved for firmware and configuration jobs.
+	// A device moved on in a job: a config rollout (pending, delivered,
+	// applied, failed, rolled_back, superseded); later firmware jobs.
 	EventType_EVENT_TYPE_JOB_PROGRESS EventType = 6
 	// Reserved for SNMP traps.
 	EventType_EVENT_TYPE_TRAP EventType = 7
@@ -227,6 +228,7 @@ type Event struct {
 	//	*Event_Telemetry
 	//	*Event_Shadow
 	//	*Event_CommandResult
+	//	*Event_JobProgress
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -333,6 +335,15 @@ func (x *Event) GetCommandResult() *CommandResultEvent {
 	return nil
 }
 
+func (x *Event) GetJobProgress() *JobProgressEvent {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_JobProgress); ok {
+			return x.JobProgress
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -353,6 +364,10 @@ type Event_CommandResult struct {
 	CommandResult *CommandResultEvent `protobuf:"bytes,13,opt,name=command_result,json=commandResult,proto3,oneof"`
 }
 
+type Event_JobProgress struct {
+	JobProgress *JobProgressEvent `protobuf:"bytes,14,opt,name=job_progress,json=jobProgress,proto3,oneof"`
+}
+
 func (*Event_Presence) isEvent_Detail() {}
 
 func (*Event_Telemetry) isEvent_Detail() {}
@@ -360,6 +375,8 @@ func (*Event_Telemetry) isEvent_Detail() {}
 func (*Event_Shadow) isEvent_Detail() {}
 
 func (*Event_CommandResult) isEvent_Detail() {}
+
+func (*Event_JobProgress) isEvent_Detail() {}
 
 type PresenceEvent struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -705,6 +722,95 @@ func (x *CommandResultEvent) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+type JobProgressEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "config" for a config rollout.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The job (rollout) ID.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The device's state in the job.
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it failed or rolled back, as the device reported it.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The config profile and version the rollout pushes.
+	Profile       string `protobuf:"bytes,5,opt,name=profile,proto3" json:"profile,omitempty"`
+	Version       int64  `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobProgressEvent) Reset() {
+	*x = JobProgressEvent{}
+	mi := &file_lastmile_event_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobProgressEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobProgressEvent) ProtoMessage() {}
+
+func (x *JobProgressEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_event_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobProgressEvent.ProtoReflect.Descriptor instead.
+func (*JobProgressEvent) Descriptor() ([]byte, []int) {
+	return file_lastmile_event_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobProgressEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *JobProgressEvent) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobProgressEvent) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *JobProgressEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *JobProgressEvent) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *JobProgressEvent) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_lastmile_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_lastmile_event_v1_event_proto_rawDesc = "" +
@@ -717,7 +823,7 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\x05types\x18\x03 \x03(\x0e2\x1c.lastmile.event.v1.EventTypeR\x05types\"Y\n" +
 	"\rWatchResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\bR\acreated\x12.\n" +
-	"\x05event\x18\x02 \x01(\v2\x18.lastmile.event.v1.EventR\x05event\"\xaf\x03\n" +
+	"\x05event\x18\x02 \x01(\v2\x18.lastmile.event.v1.EventR\x05event\"\xf9\x03\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x120\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1c.lastmile.event.v1.EventTypeR\x04type\x12\x1b\n" +
@@ -727,7 +833,8 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	" \x01(\v2 .lastmile.event.v1.PresenceEventH\x00R\bpresence\x12A\n" +
 	"\ttelemetry\x18\v \x01(\v2!.lastmile.event.v1.TelemetryEventH\x00R\ttelemetry\x128\n" +
 	"\x06shadow\x18\f \x01(\v2\x1e.lastmile.event.v1.ShadowEventH\x00R\x06shadow\x12N\n" +
-	"\x0ecommand_result\x18\r \x01(\v2%.lastmile.event.v1.CommandResultEventH\x00R\rcommandResultB\b\n" +
+	"\x0ecommand_result\x18\r \x01(\v2%.lastmile.event.v1.CommandResultEventH\x00R\rcommandResult\x12H\n" +
+	"\fjob_progress\x18\x0e \x01(\v2#.lastmile.event.v1.JobProgressEventH\x00R\vjobProgressB\b\n" +
 	"\x06detail\"\xc2\x01\n" +
 	"\rPresenceEvent\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x16\n" +
@@ -755,7 +862,14 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x16\n" +
 	"\x06status\x18\x04 \x01(\x05R\x06status\x120\n" +
 	"\apayload\x18\x05 \x01(\v2\x16.google.protobuf.ValueR\apayload\x125\n" +
-	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration*\xe7\x01\n" +
+	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\x9f\x01\n" +
+	"\x10JobProgressEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\aprofile\x18\x05 \x01(\tR\aprofile\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion*\xe7\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_TYPE_PRESENCE\x10\x01\x12\x18\n" +
@@ -781,7 +895,7 @@ func file_lastmile_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_lastmile_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lastmile_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_lastmile_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_lastmile_event_v1_event_proto_goTypes = []any{
 	(EventType)(0),                // 0: lastmile.event.v1.EventType
 	(*WatchRequest)(nil),          // 1: lastmile.event.v1.WatchRequest
@@ -791,30 +905,32 @@ var file_lastmile_event_v1_event_proto_goTypes = []any{
 	(*TelemetryEvent)(nil),        // 5: lastmile.event.v1.TelemetryEvent
 	(*ShadowEvent)(nil),           // 6: lastmile.event.v1.ShadowEvent
 	(*CommandResultEvent)(nil),    // 7: lastmile.event.v1.CommandResultEvent
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 9: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*JobProgressEvent)(nil),      // 8: lastmile.event.v1.JobProgressEvent
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 10: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
 }
 var file_lastmile_event_v1_event_proto_depIdxs = []int32{
 	0,  // 0: lastmile.event.v1.WatchRequest.types:type_name -> lastmile.event.v1.EventType
 	3,  // 1: lastmile.event.v1.WatchResponse.event:type_name -> lastmile.event.v1.Event
 	0,  // 2: lastmile.event.v1.Event.type:type_name -> lastmile.event.v1.EventType
-	8,  // 3: lastmile.event.v1.Event.time:type_name -> google.protobuf.Timestamp
+	9,  // 3: lastmile.event.v1.Event.time:type_name -> google.protobuf.Timestamp
 	4,  // 4: lastmile.event.v1.Event.presence:type_name -> lastmile.event.v1.PresenceEvent
 	5,  // 5: lastmile.event.v1.Event.telemetry:type_name -> lastmile.event.v1.TelemetryEvent
 	6,  // 6: lastmile.event.v1.Event.shadow:type_name -> lastmile.event.v1.ShadowEvent
 	7,  // 7: lastmile.event.v1.Event.command_result:type_name -> lastmile.event.v1.CommandResultEvent
-	9,  // 8: lastmile.event.v1.TelemetryEvent.json:type_name -> google.protobuf.Value
-	9,  // 9: lastmile.event.v1.ShadowEvent.state:type_name -> google.protobuf.Value
-	9,  // 10: lastmile.event.v1.CommandResultEvent.payload:type_name -> google.protobuf.Value
-	10, // 11: lastmile.event.v1.CommandResultEvent.duration:type_name -> google.protobuf.Duration
-	1,  // 12: lastmile.event.v1.EventService.Watch:input_type -> lastmile.event.v1.WatchRequest
-	2,  // 13: lastmile.event.v1.EventService.Watch:output_type -> lastmile.event.v1.WatchResponse
-	13, // [13:14] is the sub-list for method output_type
-	12, // [12:13] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 8: lastmile.event.v1.Event.job_progress:type_name -> lastmile.event.v1.JobProgressEvent
+	10, // 9: lastmile.event.v1.TelemetryEvent.json:type_name -> google.protobuf.Value
+	10, // 10: lastmile.event.v1.ShadowEvent.state:type_name -> google.protobuf.Value
+	10, // 11: lastmile.event.v1.CommandResultEvent.payload:type_name -> google.protobuf.Value
+	11, // 12: lastmile.event.v1.CommandResultEvent.duration:type_name -> google.protobuf.Duration
+	1,  // 13: lastmile.event.v1.EventService.Watch:input_type -> lastmile.event.v1.WatchRequest
+	2,  // 14: lastmile.event.v1.EventService.Watch:output_type -> lastmile.event.v1.WatchResponse
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_event_v1_event_proto_init() }
@@ -827,6 +943,7 @@ func file_lastmile_event_v1_event_proto_init() {
 		(*Event_Telemetry)(nil),
 		(*Event_Shadow)(nil),
 		(*Event_CommandResult)(nil),
+		(*Event_JobProgress)(nil),
 	}
 	file_lastmile_event_v1_event_proto_msgTypes[4].OneofWrappers = []any{
 		(*TelemetryEvent_Json)(nil),
@@ -838,7 +955,7 @@ func file_lastmile_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_event_v1_event_proto_rawDesc), len(file_lastmile_event_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
