@@ -92,6 +92,7 @@ var errRateLimited = errors.New("broker: connection rate exceeded")
 
 // OnConnect authenticates. On refusal it sends the CONNACK itself.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	h.s.tails.started(cl)
 	if h.limiter != nil && !h.limiter.allow(hostOf(cl.Net.Remote)) {
 		return h.refuse(cl, errRateLimited)
 	}
@@ -175,6 +176,7 @@ func (h *authHook) persistentOwner(cl *mqtt.Client) bool {
 // OnSessionEstablished drops inherited subscriptions the principal may no
 // longer hold (its rules changed while it was away) and records presence.
 func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.s.settle(cl)
 	c := h.get(cl)
 	if c == nil {
 		return

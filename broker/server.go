@@ -92,6 +92,7 @@ type Server struct {
 	log   *slog.Logger
 	mochi *mqtt.Server
 	auth  *authHook
+	tails *tails
 	// platform publishes for the platform's own services (PublishMessage).
 	platform *mqtt.Client
 	persist  *sessionHook
@@ -129,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 		InlineClient:           true,
 		SysTopicResendInterval: 0,
 	})
-	s := &Server{cfg: cfg, log: log, mochi: m, addrs: map[string]net.Addr{}}
+	s := &Server{cfg: cfg, log: log, mochi: m, addrs: map[string]net.Addr{}, tails: newTails()}
 	s.metrics = newMetrics(m)
 	if cfg.Registerer != nil {
 		if err := s.metrics.register(cfg.Registerer); err != nil {
@@ -190,7 +191,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		bound = append(bound, ln)
 		s.addrs["tcp"] = ln.Addr()
-		if err := s.mochi.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		if err := s.mochi.AddListener(s.tails.track(listeners.NewNet("tcp", ln))); err != nil {
 			return fail(err)
 		}
 	}
@@ -201,7 +202,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		bound = append(bound, ln)
 		s.addrs["tls"] = ln.Addr()
-		if err := s.mochi.AddListener(listeners.NewNet("tls", tls.NewListener(ln, s.cfg.TLS))); err != nil {
+		if err := s.mochi.AddListener(s.tails.track(listeners.NewNet("tls", tls.NewListener(ln, s.cfg.TLS)))); err != nil {
 			return fail(err)
 		}
 	}
@@ -215,7 +216,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if s.cfg.WSTLS {
 			ln = tls.NewListener(ln, s.cfg.TLS)
 		}
-		if err := s.mochi.AddListener(newWSListener("ws", ln)); err != nil {
+		if err := s.mochi.AddListener(s.tails.track(newWSListener("ws", ln))); err != nil {
 			return fail(err)
 		}
 	}
