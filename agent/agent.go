@@ -70,6 +70,7 @@ type Agent struct {
 	protocol conn.Protocol       // learned: 3.1.1 after a fallback
 	session  conn.Session
 	kick     chan struct{} // Reconnect
+	direct   subscriptions // PubSub
 
 	connects  atomic.Int64
 	refused   atomic.Int64 // records the broker refused (dropped)

@@ -35,6 +35,8 @@ type Config struct {
 	Status      StatusConfig      `yaml:"status"`
 	Commands    CommandsConfig    `yaml:"commands"`
 	State       StateConfig       `yaml:"state"`
+	Tunnel      TunnelConfig      `yaml:"tunnel"`
+	SNMPProxy   SNMPProxyConfig   `yaml:"snmp_proxy"`
 	Log         LogConfig         `yaml:"log"`
 }
 
@@ -374,6 +376,12 @@ func (c *Config) CheckAndSetDefaults() error {
 		if h.Timeout < 0 {
 			return keyError(key+".timeout", "negative")
 		}
+	}
+	if err := c.Tunnel.check(); err != nil {
+		return err
+	}
+	if err := c.SNMPProxy.check(); err != nil {
+		return err
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

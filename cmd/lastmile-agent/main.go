@@ -77,6 +77,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
 	}
+	stopEndpoints, err := startEndpoints(cfg, a, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
+		return 1
+	}
+	defer stopEndpoints()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := a.Run(ctx); err != nil {

@@ -26,7 +26,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 )
 
-var platformBin, agentBin string
+var platformBin, agentBin, lmctlBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "lastmile-agent-e2e")
@@ -34,8 +34,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	platformBin, agentBin = filepath.Join(dir, "lastmile"), filepath.Join(dir, "lastmile-agent")
-	for bin, pkg := range map[string]string{platformBin: "../lastmile", agentBin: "."} {
+	platformBin, agentBin, lmctlBin = filepath.Join(dir, "lastmile"), filepath.Join(dir, "lastmile-agent"), filepath.Join(dir, "lmctl")
+	for bin, pkg := range map[string]string{platformBin: "../lastmile", agentBin: ".", lmctlBin: "../lmctl"} {
 		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
@@ -176,7 +176,7 @@ func startPlatformWith(t *testing.T, yaml string, extra ...string) *platform {
 		var rec map[string]any
 		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
 			pl.addrs = map[string]string{}
-			for _, k := range []string{"mqtt", "mqtt_tls", "http"} {
+			for _, k := range []string{"mqtt", "mqtt_tls", "http", "grpc"} {
 				if v, ok := rec[k].(string); ok {
 					pl.addrs[k] = v
 				}
