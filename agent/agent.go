@@ -163,6 +163,15 @@ func (a *Agent) Enqueue(stream string, data any, ts time.Time) error {
 	return err
 }
 
+// Buffer appends a JSON object body for topic (in the device's namespace)
+// to the offline buffer, like telemetry: kept across outages and restarts,
+// published in order at QoS 1 with its "seq". For events the device
+// originates, such as SNMP traps.
+func (a *Agent) Buffer(topic string, body []byte, ts time.Time) error {
+	_, err := a.spool.Append(topic, body, ts)
+	return err
+}
+
 // enqueue is the collectors' sink.
 func (a *Agent) enqueue(stream string, s collect.Sample) {
 	env := struct {

@@ -41,5 +41,10 @@ func startEndpoints(cfg config.Config, a *agent.Agent, log *slog.Logger) (stop f
 	if err != nil {
 		return nil, err
 	}
-	return stopTunnel, nil
+	stopSNMP, err := startSNMP(cfg, a, log)
+	if err != nil {
+		stopTunnel()
+		return nil, err
+	}
+	return func() { stopSNMP(); stopTunnel() }, nil
 }
