@@ -138,6 +138,7 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	pending map[string]pending
+	sink    TrapSink
 	cancels []func()
 	conns   []net.PacketConn
 	closed  bool
@@ -161,7 +162,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "snmp-proxy"), m: m,
 		inflght: make(chan struct{}, cfg.MaxInflight), traps: make(chan DeviceTrap, 1024),
-		pending: map[string]pending{}, done: make(chan struct{})}
+		pending: map[string]pending{}, sink: cfg.TrapSink, done: make(chan struct{})}
 	c1, err := cfg.PubSub.Subscribe(topic.SNMPAllFilter(topic.SNMPResp), 0, p.answer)
 	if err != nil {
 		return nil, fmt.Errorf("snmp proxy: subscribe: %w", err)
@@ -175,6 +176,14 @@ func New(cfg Config) (*Proxy, error) {
 	p.wg.Add(1)
 	go p.forwardTraps()
 	return p, nil
+}
+
+// SetTrapSink replaces the sink told about every device trap (nil for
+// none), for wiring that exists after the proxy (the event stream).
+func (p *Proxy) SetTrapSink(s TrapSink) {
+	p.mu.Lock()
+	p.sink = s
+	p.mu.Unlock()
 }
 
 // Close stops the listeners, fails the calls in progress and stops

@@ -65,8 +65,11 @@ func (p *Proxy) forwardTraps() {
 		case <-p.done:
 			return
 		case t := <-p.traps:
-			if p.cfg.TrapSink != nil {
-				p.cfg.TrapSink.Trap(t)
+			p.mu.Lock()
+			sink := p.sink
+			p.mu.Unlock()
+			if sink != nil {
+				sink.Trap(t)
 			}
 			vars := append(snmprelay.PDUs(t.Vars), gosnmp.SnmpPDU{Name: p.cfg.TrapDeviceOID, Type: gosnmp.OctetString, Value: []byte(t.DeviceID)})
 			for i, c := range clients {

@@ -25,6 +25,7 @@ type Config struct {
 	Log     LogConfig    `yaml:"log"`
 	Access  AccessConfig `yaml:"access"`
 	Tunnel  TunnelConfig `yaml:"tunnel"`
+	SNMP    SNMPConfig   `yaml:"snmp"`
 }
 
 // Store engines.
@@ -177,5 +178,6 @@ func Default() Config {
 		Log:  LogConfig{Level: "info", Format: "text"},
 
 		Tunnel: defaultTunnel(),
+		SNMP:   defaultSNMP(),
 	}
 }

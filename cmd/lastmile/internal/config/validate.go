@@ -183,6 +183,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Tunnel.validate(bad)
+	c.SNMP.validate(bad)
 	return errors.Join(errs...)
 }
 

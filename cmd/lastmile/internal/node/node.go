@@ -29,6 +29,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
 // ShutdownTimeout bounds the graceful part of shutdown; after it, open
@@ -48,6 +49,7 @@ type Node struct {
 	broker   *broker.Server
 	api      *services.API
 	tunnels  *relay.Relay // nil when tunnel.enabled is false
+	snmp     *proxy.Proxy // nil when snmp.enabled is false
 	metrics  *prometheus.Registry
 
 	started chan struct{}
@@ -137,6 +139,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	if n.tunnels, err = n.newTunnels(logger); err != nil {
 		return nil, err
 	}
+	if n.snmp, err = n.newSNMP(logger); err != nil {
+		return nil, err
+	}
 
 	var grpcOpts []grpc.ServerOption
 	if cfg.GRPC.TLS.Enabled() {
@@ -223,6 +228,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			addrs[k] = v
 		}
 	}
+	if err := n.listenSNMP(addrs); err != nil {
+		return fmt.Errorf("snmp.listen: %w", err)
+	}
 
 	// gRPC; when it is switched off the REST gateway still needs one, on
 	// loopback only.
@@ -261,7 +269,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.ready.Store(true)
 	close(n.started)
 	attrs := []any{"node", n.cfg.NodeName, "store", n.cfg.Store.Engine}
-	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http"} {
+	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http", "snmp"} {
 		if a, ok := addrs[k]; ok {
 			attrs = append(attrs, k, a.String())
 		}
@@ -331,6 +339,7 @@ func (n *Node) startHTTP(ctx context.Context, grpcAddr net.Addr, addrs map[strin
 func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 	n.ready.Store(false)
 	n.stopTunnels()
+	n.stopSNMP()
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if hs != nil {
