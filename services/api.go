@@ -18,9 +18,11 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/token"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
+	snmpv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/snmp/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
 // Config configures the API.
@@ -29,6 +31,7 @@ type Config struct {
 	Access   *access.Service
 	Tokens   *token.Service
 	Tunnels  *relay.Relay // optional: TunnelService is served when set
+	SNMP     *proxy.Proxy // optional: SnmpService is served when set
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -88,6 +91,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Tunnels != nil {
 		tunnelv1.RegisterTunnelServiceServer(a.grpc, &tunnelServer{relay: cfg.Tunnels, log: a.log})
 	}
+	if cfg.SNMP != nil {
+		snmpv1.RegisterSnmpServiceServer(a.grpc, &snmpServer{proxy: cfg.SNMP, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -109,6 +115,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		accessv1.RegisterTokenServiceHandlerFromEndpoint,
 		accessv1.RegisterAccessServiceHandlerFromEndpoint,
 		tunnelv1.RegisterTunnelServiceHandlerFromEndpoint,
+		snmpv1.RegisterSnmpServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

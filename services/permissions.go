@@ -33,4 +33,8 @@ var permissions = map[string]string{
 	"/lastmile.tunnel.v1.TunnelService/CloseTunnel":  token.PermTunnel,
 	"/lastmile.tunnel.v1.TunnelService/GetTunnelKey": token.PermTunnel,
 	"/lastmile.tunnel.v1.TunnelService/Connect":      token.PermTunnel,
+
+	"/lastmile.snmp.v1.SnmpService/Get":  token.PermSNMPRead,
+	"/lastmile.snmp.v1.SnmpService/Walk": token.PermSNMPRead,
+	"/lastmile.snmp.v1.SnmpService/Set":  token.PermSNMPWrite,
 }

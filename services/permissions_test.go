@@ -23,7 +23,7 @@ func TestEveryMethodHasAPermission(t *testing.T) {
 	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
 	acc, _ := access.New(access.Config{Store: st})
 	toks, _ := token.New(token.Config{Store: st})
-	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Tunnels: newRelay(t), Registerer: prometheus.NewRegistry()})
+	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Tunnels: newRelay(t), SNMP: newSNMPProxy(t), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,11 +46,14 @@ const (
 	PermAccessAdmin  = "access:admin"
 	// PermTunnel opens, uses and closes TCP tunnels to devices.
 	PermTunnel = "tunnel"
+	// PermSNMPRead runs SNMP GET and walks on devices; PermSNMPWrite SET.
+	PermSNMPRead  = "snmp:read"
+	PermSNMPWrite = "snmp:write"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
 var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, PermTokensAdmin, PermAccessAdmin,
-	PermTunnel}
+	PermTunnel, PermSNMPRead, PermSNMPWrite}
 
 // Prefix starts every token.
 const Prefix = "lmt_"
