@@ -35,7 +35,7 @@ type env struct {
 
 // setup runs a real snmpd behind an executor on a real MQTT client of
 // device gw1, and the proxy on the broker's platform messaging.
-func setup(t *testing.T, receivers ...string) *env {
+func setup(t testing.TB, receivers ...string) *env {
 	t.Helper()
 	e := &env{snmpd: snmptest.SNMPD(t, snmpdConf, "public"), traps: make(chan proxy.DeviceTrap, 16)}
 	b := tunneltest.Broker(t)
