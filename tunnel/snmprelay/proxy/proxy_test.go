@@ -40,7 +40,7 @@ func setup(t testing.TB, receivers ...string) *env {
 	e := &env{snmpd: snmptest.SNMPD(t, snmpdConf, "public"), traps: make(chan proxy.DeviceTrap, 16)}
 	b := tunneltest.Broker(t)
 	ex, err := executor.New(executor.Config{DeviceID: "gw1", PubSub: tunneltest.Connect(t, b, "gw1"), Target: e.snmpd,
-		Community: "public", WriteCommunity: "private", Timeout: 500 * time.Millisecond, Logger: tunneltest.Quiet})
+		Community: "public", WriteCommunity: "private", Timeout: 2 * time.Second, Retries: 1, Logger: tunneltest.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
