@@ -53,7 +53,11 @@ func startSNMP(cfg config.Config, a *agent.Agent, log *slog.Logger) (stop func()
 				if err != nil {
 					return err
 				}
-				return a.Buffer(trapTopic, b, time.Now())
+				if err := a.Buffer(trapTopic, b, time.Now()); err != nil {
+					return err
+				}
+				log.Debug("trap buffered", "source", t.Source, "vars", len(t.Vars))
+				return nil
 			}})
 		if err != nil {
 			stopAll()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/lastmile-dm/lastmile/internal/netem"
 	"github.com/lastmile-dm/lastmile/internal/snmptest"
 )
 
@@ -23,24 +24,7 @@ func TestSNMPProxyThroughAgent(t *testing.T) {
 	t.Parallel()
 	snmpd := snmptest.SNMPD(t, "rocommunity public 127.0.0.1\nrwcommunity private 127.0.0.1\nsysLocation lab-rack-7\n", "public")
 
-	type trap struct{ vars []gosnmp.SnmpPDU }
-	traps := make(chan trap, 4)
-	tl := gosnmp.NewTrapListener()
-	tl.Params = &gosnmp.GoSNMP{Version: gosnmp.Version2c}
-	tl.OnNewTrap = func(p *gosnmp.SnmpPacket, _ *net.UDPAddr) {
-		if p.Community == "oss-traps" {
-			traps <- trap{p.Variables}
-		}
-	}
-	oss := snmptest.FreeUDP(t)
-	errc := make(chan error, 1)
-	go func() { errc <- tl.Listen(oss) }()
-	select {
-	case <-tl.Listening():
-	case err := <-errc:
-		t.Fatal(err)
-	}
-	t.Cleanup(tl.Close)
+	oss, traps := trapReceiver(t, "oss-traps")
 
 	pl := startPlatformWith(t, fmt.Sprintf(`
 snmp:
@@ -114,22 +98,115 @@ snmp_proxy:
 		t.Fatal(out)
 	}
 	select {
-	case tr := <-traps:
-		var trapOID, device string
-		for _, v := range tr.vars {
-			switch strings.TrimPrefix(v.Name, ".") {
-			case "1.3.6.1.6.3.1.1.4.1.0":
-				trapOID, _ = v.Value.(string)
-			case "1.3.6.1.4.1.8072.9999.9999.7.1.0":
-				b, _ := v.Value.([]byte)
-				device = string(b)
-			}
-		}
-		if strings.TrimPrefix(trapOID, ".") != "1.3.6.1.6.3.1.1.5.3" || device != id {
-			t.Fatalf("forwarded trap: %+v", tr.vars)
+	case vars := <-traps:
+		if trapOID, device, _ := trapFields(vars); trapOID != "1.3.6.1.6.3.1.1.5.3" || device != id {
+			t.Fatalf("forwarded trap: %+v", vars)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no trap reached the OSS receiver")
+	}
+	a.stop(t)
+}
+
+// trapReceiver is the OSS's trap receiver (gosnmp) on a free port: it
+// delivers the varbinds of every trap with community.
+func trapReceiver(t *testing.T, community string) (string, chan []gosnmp.SnmpPDU) {
+	t.Helper()
+	traps := make(chan []gosnmp.SnmpPDU, 16)
+	tl := gosnmp.NewTrapListener()
+	tl.Params = &gosnmp.GoSNMP{Version: gosnmp.Version2c}
+	tl.OnNewTrap = func(p *gosnmp.SnmpPacket, _ *net.UDPAddr) {
+		if p.Community == community {
+			traps <- p.Variables
+		}
+	}
+	addr := snmptest.FreeUDP(t)
+	errc := make(chan error, 1)
+	go func() { errc <- tl.Listen(addr) }()
+	select {
+	case <-tl.Listening():
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	t.Cleanup(tl.Close)
+	return addr, traps
+}
+
+// trapFields picks snmpTrapOID, the device ID and ifIndex.2-style marker
+// (the value of 1.3.6.1.2.1.2.2.1.1.*) out of a forwarded trap.
+func trapFields(vars []gosnmp.SnmpPDU) (trapOID, device string, marker int) {
+	for _, v := range vars {
+		name := strings.TrimPrefix(v.Name, ".")
+		switch {
+		case name == "1.3.6.1.6.3.1.1.4.1.0":
+			s, _ := v.Value.(string)
+			trapOID = strings.TrimPrefix(s, ".")
+		case name == "1.3.6.1.4.1.8072.9999.9999.7.1.0":
+			b, _ := v.Value.([]byte)
+			device = string(b)
+		case strings.HasPrefix(name, "1.3.6.1.2.1.2.2.1.1."):
+			marker, _ = v.Value.(int)
+		}
+	}
+	return trapOID, device, marker
+}
+
+// TestTrapsBufferedWhileOffline: traps the agent receives while its link
+// to the platform is down, across a restart of the agent, reach the OSS
+// in order once the link is back.
+func TestTrapsBufferedWhileOffline(t *testing.T) {
+	t.Parallel()
+	oss, traps := trapReceiver(t, "public")
+	pl := startPlatformWith(t, fmt.Sprintf("\nsnmp: {trap_receivers: \"%s\"}\n", oss))
+	link, err := netem.New(pl.addr("mqtt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = link.Close() })
+	id := "gw-traps"
+	dir := t.TempDir()
+	secret := pl.createDevice(t, id)
+	trapPort := snmptest.FreeUDP(t)
+	cfg := agentConfig(t, dir, baseConfig(t, dir, id, secret, link.Addr(), "5")+fmt.Sprintf("\nsnmp_proxy: {trap_listen: \"%s\"}\n", trapPort))
+	a := startAgent(t, cfg)
+	waitFor(t, 20*time.Second, "the agent to connect", func() bool { return strings.Contains(a.logText(), "msg=connected") })
+	link.SetMode(netem.Cut)
+	waitFor(t, 20*time.Second, "the agent to notice the cut", func() bool { return strings.Contains(a.logText(), "connection lost") })
+
+	send := func(n int) {
+		t.Helper()
+		if out, ok := snmptest.Tool(t, "snmptrap", "-v2c", "-c", "public", trapPort, "", "1.3.6.1.6.3.1.1.5.3",
+			fmt.Sprintf("1.3.6.1.2.1.2.2.1.1.%d", n), "i", fmt.Sprint(n)); !ok {
+			t.Fatal(out)
+		}
+	}
+	send(1)
+	send(2)
+	waitFor(t, 10*time.Second, "the agent to buffer two traps", func() bool {
+		return strings.Count(a.logText(), "trap buffered") == 2
+	})
+	// The traps are in the buffer on disk: restart the agent offline.
+	a.stop(t)
+	a = startAgent(t, cfg)
+	waitFor(t, 20*time.Second, "the restarted agent to listen for traps", func() bool {
+		return strings.Contains(a.logText(), "SNMP trap listener ready")
+	})
+	send(3)
+	select {
+	case vars := <-traps:
+		t.Fatalf("a trap arrived while the link was cut: %+v", vars)
+	default:
+	}
+	link.SetMode(netem.Up)
+	for want := 1; want <= 3; want++ {
+		select {
+		case vars := <-traps:
+			if _, device, marker := trapFields(vars); device != id || marker != want {
+				t.Fatalf("trap %d: device %q marker %d: %+v", want, device, marker, vars)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("trap %d never reached the OSS", want)
+		}
 	}
 	a.stop(t)
 }
