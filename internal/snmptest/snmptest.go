@@ -44,7 +44,7 @@ func SNMPD(tb testing.TB, conf, community string) string {
 		tb.Fatal(err)
 	}
 	addr := FreeUDP(tb)
-	cmd := exec.Command(bin, "-f", "-Lo", "-C", "-c", path, "-M", "/dev/null", "-p", filepath.Join(dir, "pid"), "udp:"+addr)
+	cmd := exec.Command(bin, "-f", "-Lo", "-C", "-c", path, "-M", "/dev/null", "-p", filepath.Join(dir, "pid"), "udp:"+addr) //nolint:gosec // snmpd from PATH, for tests
 	cmd.Env = append(os.Environ(), "SNMP_PERSISTENT_DIR="+dir, "MIBS=")
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -78,7 +78,7 @@ func Tool(tb testing.TB, name string, args ...string) (string, bool) {
 	if _, err := exec.LookPath(name); err != nil {
 		tb.Skipf("%s not installed (apt-get install snmp)", name)
 	}
-	cmd := exec.Command(name, append([]string{"-M", "/dev/null", "-On"}, args...)...)
+	cmd := exec.Command(name, append([]string{"-M", "/dev/null", "-On"}, args...)...) //nolint:gosec // a net-snmp tool named by the test
 	cmd.Env = append(os.Environ(), "MIBS=", "SNMPCONFPATH=/dev/null")
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err == nil

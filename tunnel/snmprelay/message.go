@@ -160,7 +160,7 @@ func decode(b []byte, v any) error {
 		return fmt.Errorf("%w: %d bytes (at most %d)", ErrBadMessage, len(b), MaxMessage)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	return nil
 }
