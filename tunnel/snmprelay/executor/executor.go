@@ -183,7 +183,7 @@ func (e *Executor) work() {
 			return
 		case req := <-e.queue:
 			resp := e.run(read, write, req)
-			b, err := snmprelay.Encode(resp)
+			b, err := encodeFitting(resp)
 			if err != nil {
 				e.log.Error("encode SNMP relay response", "err", err)
 				continue
@@ -242,4 +242,21 @@ func (e *Executor) run(read, write *gosnmp.GoSNMP, req snmprelay.Request) snmpre
 		resp.Error = err.Error()
 	}
 	return resp
+}
+
+// encodeFitting encodes resp within snmprelay.MaxMessage: a GETBULK answer
+// loses varbinds from its end (RFC 3416 allows fewer), any other answer
+// that is too large becomes tooBig.
+func encodeFitting(resp snmprelay.Response) ([]byte, error) {
+	for {
+		b, err := snmprelay.Encode(resp)
+		if err != nil || len(b) <= snmprelay.MaxMessage {
+			return b, err
+		}
+		if len(resp.Vars) > 1 && resp.ErrorStatus == 0 {
+			resp.Vars = resp.Vars[:len(resp.Vars)/2]
+			continue
+		}
+		resp.ErrorStatus, resp.ErrorIndex, resp.Vars = int(gosnmp.TooBig), 0, nil
+	}
 }

@@ -338,3 +338,37 @@ func TestTrapForwarding(t *testing.T) {
 	default:
 	}
 }
+
+// TestSetRefusedByAgent: an agent without a write community answers SET
+// with noAccess, which the OSS sees as such.
+func TestSetRefusedByAgent(t *testing.T) {
+	t.Parallel()
+	snmpd := snmptest.SNMPD(t, snmpdConf, "public")
+	b := tunneltest.Broker(t)
+	ex, err := executor.New(executor.Config{DeviceID: "gw2", PubSub: tunneltest.Connect(t, b, "gw2"), Target: snmpd,
+		Community: "public", Timeout: 2 * time.Second, Logger: tunneltest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ex.Close() })
+	p, err := proxy.New(proxy.Config{PubSub: tunneltest.Platform{B: b}, Connected: b.Connected, WriteCommunity: "rw", Logger: tunneltest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	a, err := p.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok := snmptest.Tool(t, "snmpset", "-v2c", "-c", "rw@gw2", a.String(), "1.3.6.1.2.1.1.4.0", "s", "x")
+	if ok || !strings.Contains(out, "noAccess") {
+		t.Fatalf("SET without a write community at the agent: %s", out)
+	}
+	// The write community reads too.
+	if out, ok := snmptest.Tool(t, "snmpget", "-v2c", "-c", "rw@gw2", a.String(), "1.3.6.1.2.1.1.6.0"); !ok || !strings.Contains(out, "lab-rack-7") {
+		t.Fatalf("read with the write community: %s", out)
+	}
+}
