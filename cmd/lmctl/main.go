@@ -38,6 +38,7 @@ resources and verbs:
   roles     put|get|list|delete
   apps      create|get|list|update|delete|rotate-secret
   tunnel    --device ID --target host:port --listen addr   (forward; also list|close|key)
+  snmp      get|walk|set DEVICE OID...   (set: OID TYPE VALUE, types as snmpset)
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)
