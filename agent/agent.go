@@ -37,6 +37,10 @@ type Config struct {
 	Clock backoff.Clock
 	// Dial replaces the TCP dialer (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// BeforeClose runs when Run is done with the connection and before it
+	// closes the offline buffer: what feeds the buffer (a trap listener)
+	// stops there, so nothing is appended to a closed buffer.
+	BeforeClose func()
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
@@ -142,6 +146,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "version", a.cfg.Version, "server", a.serverConfig().Address, "collectors", len(a.jobs))
 	a.connectLoop(ctx)
 	wg.Wait()
+	if a.cfg.BeforeClose != nil {
+		a.cfg.BeforeClose()
+	}
 	if err := a.spool.Close(); err != nil {
 		return fmt.Errorf("close offline buffer: %w", err)
 	}
