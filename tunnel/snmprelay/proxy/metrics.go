@@ -13,7 +13,7 @@ type metrics struct {
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_snmp_proxy_requests_total",
-			Help: "SNMP requests on the UDP listener by result (answered, offline, no_answer, target_timeout, bad_community, no_device, malformed, unsupported_version, unsupported_pdu, overloaded, bad_answer)."}, []string{"result"}),
+			Help: "SNMP requests on the UDP listener by result (answered, offline, no_answer, target_timeout, bad_community, no_device, malformed, unsupported_version, unsupported_pdu, overloaded, duplicate, bad_answer)."}, []string{"result"}),
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lastmile_snmp_proxy_unmatched_answers_total",
 			Help: "Device answers that matched no waiting request (late) or did not parse (bad)."}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lastmile_snmp_proxy_request_duration_seconds",

@@ -138,6 +138,7 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	pending map[string]pending
+	relayed map[string]bool // UDP requests in flight, by source and request ID
 	sink    TrapSink
 	cancels []func()
 	conns   []net.PacketConn
@@ -162,7 +163,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "snmp-proxy"), m: m,
 		inflght: make(chan struct{}, cfg.MaxInflight), traps: make(chan DeviceTrap, 1024),
-		pending: map[string]pending{}, sink: cfg.TrapSink, done: make(chan struct{})}
+		pending: map[string]pending{}, relayed: map[string]bool{}, sink: cfg.TrapSink, done: make(chan struct{})}
 	c1, err := cfg.PubSub.Subscribe(topic.SNMPAllFilter(topic.SNMPResp), 0, p.answer)
 	if err != nil {
 		return nil, fmt.Errorf("snmp proxy: subscribe: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func (p *Proxy) serve(pc net.PacketConn) {
 		go func() {
 			defer p.wg.Done()
 			defer func() { <-p.inflght }()
-			out, result := p.handle(msg)
+			out, result := p.handle(msg, from.String())
 			p.m.requests.WithLabelValues(result).Inc()
 			if out != nil {
 				_, _ = pc.WriteTo(out, from)
@@ -128,13 +129,28 @@ func Decode(msg []byte) (req Request, result string, err error) {
 
 // handle answers one datagram: the response to send (nil for none) and
 // the result to count.
-func (p *Proxy) handle(msg []byte) ([]byte, string) {
+func (p *Proxy) handle(msg []byte, from string) ([]byte, string) {
 	req, result, err := Decode(msg)
 	if err != nil {
 		p.log.Debug("SNMP request dropped", "result", result, "err", err)
 		return nil, result
 	}
 	pkt := req.Packet
+	// An OSS retransmits with the same request ID when an answer is slow:
+	// the answer to the first copy answers it, so it is not relayed again.
+	key := from + "/" + pkt.Community + "/" + strconv.FormatUint(uint64(pkt.RequestID), 10)
+	p.mu.Lock()
+	dup := p.relayed[key]
+	p.relayed[key] = true
+	p.mu.Unlock()
+	if dup {
+		return nil, "duplicate"
+	}
+	defer func() {
+		p.mu.Lock()
+		delete(p.relayed, key)
+		p.mu.Unlock()
+	}()
 	name := pkt.Community[:strings.LastIndexByte(pkt.Community, '@')]
 	write := communityOK(name, p.cfg.WriteCommunity)
 	if !write && (req.Op == snmprelay.OpSet || !communityOK(name, p.cfg.ReadCommunity)) {

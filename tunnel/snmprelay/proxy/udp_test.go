@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"net"
 	"testing"
 	"time"
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/tunnel/snmprelay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/executor"
 )
 
 func packet(tb testing.TB, v gosnmp.SnmpVersion, community string, t gosnmp.PDUType, oids ...string) []byte {
@@ -108,4 +111,73 @@ func FuzzDecode(f *testing.F) {
 			t.Logf("echo of accepted request not encodable: %v", err)
 		}
 	})
+}
+
+// TestRetransmissionNotRelayedTwice: while a request waits for a slow
+// target, the OSS's retransmission of it (same source, same request ID)
+// is not relayed again; another source's is.
+func TestRetransmissionNotRelayedTwice(t *testing.T) {
+	t.Parallel()
+	// A target that takes datagrams and never answers.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = silent.Close() })
+	b := tunneltest.Broker(t)
+	ex, err := executor.New(executor.Config{DeviceID: "gw1", PubSub: tunneltest.Connect(t, b, "gw1"), Target: silent.LocalAddr().String(),
+		Community: "public", Timeout: 3 * time.Second, Logger: tunneltest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ex.Close() })
+	p, err := New(Config{PubSub: tunneltest.Platform{B: b}, Connected: b.Connected, ReadCommunity: "ro", Timeout: 10 * time.Second,
+		Logger: tunneltest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	msg := packet(t, gosnmp.Version2c, "ro@gw1", gosnmp.GetRequest, ".1.3.6.1.2.1.1.6.0")
+	// The broker records presence just after CONNACK.
+	for deadline := time.Now().Add(10 * time.Second); !b.Connected("gw1"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("gw1 never online")
+		}
+	}
+	first := make(chan string, 1)
+	go func() { _, r := p.handle(msg, "10.0.0.1:5000"); first <- r }()
+	// Wait until the first copy is in flight (its answer takes the
+	// target's 3 s timeout).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		n := len(p.pending)
+		p.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		select {
+		case r := <-first:
+			t.Fatalf("the first copy ended before its answer: %q", r)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first copy was never relayed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, r := p.handle(msg, "10.0.0.1:5000"); r != "duplicate" {
+		t.Fatalf("retransmission: %q, want duplicate", r)
+	}
+	other := make(chan string, 1)
+	go func() { _, r := p.handle(msg, "10.0.0.2:5000"); other <- r }()
+	if r := <-first; r != "target_timeout" {
+		t.Fatalf("first copy: %q", r)
+	}
+	if r := <-other; r != "target_timeout" {
+		t.Fatalf("another source's copy: %q", r)
+	}
 }
