@@ -199,8 +199,15 @@ func (e *Executor) work() {
 
 // run executes one request. A client connects (opens its socket) on first
 // use and keeps it.
-func (e *Executor) run(read, write *gosnmp.GoSNMP, req snmprelay.Request) snmprelay.Response {
-	resp := snmprelay.Response{ID: req.ID}
+func (e *Executor) run(read, write *gosnmp.GoSNMP, req snmprelay.Request) (resp snmprelay.Response) {
+	resp.ID = req.ID
+	defer func() {
+		// gosnmp decodes what the target sends; a target that makes it
+		// panic must not take the agent down.
+		if r := recover(); r != nil {
+			resp = snmprelay.Response{ID: req.ID, Error: fmt.Sprintf("SNMP client failed: %v", r)}
+		}
+	}()
 	c := read
 	if req.Op == snmprelay.OpSet {
 		if e.cfg.WriteCommunity == "" {

@@ -192,7 +192,7 @@ func encodeResponse(req *gosnmp.SnmpPacket, r snmprelay.Response) ([]byte, error
 	if req.Version == gosnmp.Version1 {
 		toV1(out, req)
 	}
-	b, err := out.MarshalMsg()
+	b, err := marshal(out)
 	if err != nil {
 		return nil, err
 	}
@@ -201,9 +201,21 @@ func encodeResponse(req *gosnmp.SnmpPacket, r snmprelay.Response) ([]byte, error
 		if req.Version == gosnmp.Version1 {
 			out.Variables = req.Variables
 		}
-		return out.MarshalMsg()
+		return marshal(out)
 	}
 	return b, nil
+}
+
+// marshal encodes p; gosnmp panics on some values it cannot encode (an
+// IpAddress that is not four bytes), which must not take the listener
+// down.
+func marshal(p *gosnmp.SnmpPacket) (b []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("encode response: %v", r)
+		}
+	}()
+	return p.MarshalMsg()
 }
 
 // toV1 maps an SNMPv2 answer to SNMPv1: exceptions and Counter64 become

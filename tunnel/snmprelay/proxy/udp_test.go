@@ -107,9 +107,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Echo the varbinds as an answer, whether or not the relay would
+		// accept them (as handle does), and as an error answer (v1 sends
+		// the request's own varbinds back).
 		if _, err := encodeResponse(req.Packet, snmprelay.Response{ID: "x", Vars: vars}); err != nil {
-			t.Logf("echo of accepted request not encodable: %v", err)
+			t.Logf("echo not encodable: %v", err)
 		}
+		_, _ = encodeResponse(req.Packet, snmprelay.Response{ID: "x", ErrorStatus: int(gosnmp.NoSuchName), ErrorIndex: 1, Vars: vars})
 	})
 }
 
