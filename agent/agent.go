@@ -37,6 +37,10 @@ type Config struct {
 	Clock backoff.Clock
 	// Dial replaces the TCP dialer (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// BeforeClose runs when Run is done with the connection and before it
+	// closes the offline buffer: what feeds the buffer (a trap listener)
+	// stops there, so nothing is appended to a closed buffer.
+	BeforeClose func()
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
@@ -70,6 +74,7 @@ type Agent struct {
 	protocol conn.Protocol       // learned: 3.1.1 after a fallback
 	session  conn.Session
 	kick     chan struct{} // Reconnect
+	direct   subscriptions // PubSub
 
 	connects  atomic.Int64
 	refused   atomic.Int64 // records the broker refused (dropped)
@@ -141,6 +146,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "version", a.cfg.Version, "server", a.serverConfig().Address, "collectors", len(a.jobs))
 	a.connectLoop(ctx)
 	wg.Wait()
+	if a.cfg.BeforeClose != nil {
+		a.cfg.BeforeClose()
+	}
 	if err := a.spool.Close(); err != nil {
 		return fmt.Errorf("close offline buffer: %w", err)
 	}
@@ -159,6 +167,15 @@ func (a *Agent) Enqueue(stream string, data any, ts time.Time) error {
 		return fmt.Errorf("encode telemetry: %w", err)
 	}
 	_, err = a.spool.Append(topic.Telemetry(a.cfg.File.DeviceID, stream), body, ts)
+	return err
+}
+
+// Buffer appends a JSON object body for topic (in the device's namespace)
+// to the offline buffer, like telemetry: kept across outages and restarts,
+// published in order at QoS 1 with its "seq". For events the device
+// originates, such as SNMP traps.
+func (a *Agent) Buffer(topic string, body []byte, ts time.Time) error {
+	_, err := a.spool.Append(topic, body, ts)
 	return err
 }
 

@@ -113,6 +113,10 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 	for _, c := range a.cfg.Capabilities {
 		filters = append(filters, c.Filters(a.cfg.File.DeviceID)...)
 	}
+	direct := a.directFilters()
+	for f := range direct {
+		filters = append(filters, f)
+	}
 	if len(filters) > 0 {
 		subCtx, cancel := context.WithTimeout(ctx, a.cfg.File.Server.ConnectTimeout)
 		err := s.Subscribe(subCtx, filters...)
@@ -123,6 +127,11 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 		}
 	}
 	a.setSession(s)
+	if err := a.subscribeLate(s, direct, a.cfg.File.Server.ConnectTimeout); err != nil {
+		a.setSession(nil)
+		_ = s.Close()
+		return nil, err
+	}
 	for _, c := range a.cfg.Capabilities {
 		go c.Connected(sctx, a, s.Protocol())
 	}
@@ -132,6 +141,9 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 // route hands a message to the capability whose filter matches it, on its
 // own goroutine: the session's reader must not wait for a command.
 func (a *Agent) route(ctx context.Context, m conn.Message) {
+	if a.routeDirect(m) {
+		return
+	}
 	for _, c := range a.cfg.Capabilities {
 		for _, f := range c.Filters(a.cfg.File.DeviceID) {
 			if topic.Match(f, m.Topic) {

@@ -26,9 +26,11 @@ import (
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
 	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
 	shadowv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/shadow/v1"
+	snmpv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/snmp/v1"
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/proto/gen/openapi"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
 // Config configures the API.
@@ -45,6 +47,7 @@ type Config struct {
 	// answers UNIMPLEMENTED.
 	Commands *command.Service
 	Events   *event.Bus
+	SNMP     *proxy.Proxy // optional: SnmpService is served when set
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -114,6 +117,9 @@ func New(cfg Config) (*API, error) {
 	}
 	commandv1.RegisterCommandServiceServer(a.grpc, &commandServer{cmds: cfg.Commands, log: a.log})
 	eventv1.RegisterEventServiceServer(a.grpc, &eventServer{bus: cfg.Events, log: a.log})
+	if cfg.SNMP != nil {
+		snmpv1.RegisterSnmpServiceServer(a.grpc, &snmpServer{proxy: cfg.SNMP, log: a.log})
+	}
 	reflection.Register(a.grpc)
 	return a, nil
 }
@@ -139,6 +145,7 @@ func (a *API) HTTPHandler(ctx context.Context, grpcDialAddr string, dialOpts ...
 		configv1.RegisterConfigServiceHandlerFromEndpoint,
 		commandv1.RegisterCommandServiceHandlerFromEndpoint,
 		eventv1.RegisterEventServiceHandlerFromEndpoint,
+		snmpv1.RegisterSnmpServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, gw, grpcDialAddr, dialOpts); err != nil {
 			return nil, err

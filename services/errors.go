@@ -20,6 +20,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
 // toStatus is the one place domain errors become gRPC statuses. Client
@@ -77,6 +78,12 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, relay.ErrNoAnswer):
 		code = codes.Unavailable
+	case errors.Is(err, proxy.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, proxy.ErrDeviceOffline), errors.Is(err, proxy.ErrTargetUnreachable), errors.Is(err, proxy.ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, proxy.ErrNoAnswer):
+		code = codes.DeadlineExceeded
 	case errors.As(err, &reason):
 		code = tunnelReasonCode(reason.Reason)
 	case errors.Is(err, command.ErrInvalid), errors.Is(err, event.ErrInvalid):
@@ -100,7 +107,7 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 // clean drops the "registry: " style package prefixes from a domain message.
 func clean(err error) string {
 	msg := err.Error()
-	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "command: ", "event: ", "topic: ", "config: "} {
+	for _, p := range []string{"registry: ", "access: ", "token: ", "relay: ", "tunnel: ", "shadow: ", "command: ", "event: ", "topic: ", "config: ", "snmprelay: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg
@@ -120,3 +127,7 @@ func tunnelReasonCode(r tunnel.Reason) codes.Code {
 }
 
 func invalid(format string) error { return status.Error(codes.InvalidArgument, format) }
+
+func invalidf(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}

@@ -51,4 +51,8 @@ var permissions = map[string]string{
 	"/lastmile.command.v1.CommandService/InvokeCommand": token.PermCommandsInvoke,
 
 	"/lastmile.event.v1.EventService/Watch": token.PermEventsRead,
+
+	"/lastmile.snmp.v1.SnmpService/Get":  token.PermSNMPRead,
+	"/lastmile.snmp.v1.SnmpService/Walk": token.PermSNMPRead,
+	"/lastmile.snmp.v1.SnmpService/Set":  token.PermSNMPWrite,
 }

@@ -25,7 +25,7 @@ func TestEveryMethodHasAPermission(t *testing.T) {
 	acc, _ := access.New(access.Config{Store: st})
 	toks, _ := token.New(token.Config{Store: st})
 	sh, _ := shadow.New(shadow.Config{Store: st, Devices: st})
-	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Shadows: sh, Tunnels: newRelay(t), Registerer: prometheus.NewRegistry()})
+	api, err := New(Config{Registry: reg, Access: acc, Tokens: toks, Shadows: sh, Tunnels: newRelay(t), SNMP: newSNMPProxy(t), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

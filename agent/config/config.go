@@ -37,6 +37,8 @@ type Config struct {
 	Commands    CommandsConfig    `yaml:"commands"`
 	State       StateConfig       `yaml:"state"`
 	ConfigPush  ConfigPushConfig  `yaml:"config_push"`
+	Tunnel      TunnelConfig      `yaml:"tunnel"`
+	SNMPProxy   SNMPProxyConfig   `yaml:"snmp_proxy"`
 	Log         LogConfig         `yaml:"log"`
 }
 
@@ -400,6 +402,12 @@ func (c *Config) CheckAndSetDefaults() error {
 		if h.Timeout < 0 {
 			return keyError(key+".timeout", "negative")
 		}
+	}
+	if err := c.Tunnel.check(); err != nil {
+		return err
+	}
+	if err := c.SNMPProxy.check(); err != nil {
+		return err
 	}
 	if err := c.ConfigPush.check(c.Buffer.Dir); err != nil {
 		return err

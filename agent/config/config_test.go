@@ -80,6 +80,13 @@ var badConfigs = []struct{ yaml, key string }{
 	{minimal + "state: {handlers: [{prefix: agent.log_level, argv: [a]}]}\n", "state.handlers[0].prefix"},
 	{minimal + "state: {handlers: [{prefix: wifi.}]}\n", "state.handlers[0].argv"},
 	{minimal + "---\nx: 1\n", "more than one"},
+	{minimal + "tunnel: {allow: [\"127.0.0.1:22\"]}\n", "tunnel.trusted_keys"},
+	{minimal + "tunnel: {trusted_keys: [nope]}\n", "tunnel.trusted_keys[0]"},
+	{minimal + "tunnel: {trusted_keys: [\"2w5rvhg83ZO46tTIEjJSAxPl/DA+89nCPN4yJZQdsBg=\"], allow: [localhost]}\n", "tunnel.allow[0]"},
+	{minimal + "snmp_proxy: {target: 127.0.0.1}\n", "snmp_proxy.community"},
+	{minimal + "snmp_proxy: {target: h, community: c, community_file: f}\n", "snmp_proxy.community_file"},
+	{minimal + "snmp_proxy: {trap_listen: 162}\n", "snmp_proxy.trap_listen"},
+	{minimal + "snmp_proxy: {retries: -1}\n", "snmp_proxy.retries"},
 }
 
 func TestBadConfigsNameTheKey(t *testing.T) {

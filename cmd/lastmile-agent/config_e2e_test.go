@@ -175,21 +175,6 @@ config_push:
 	a.stop(t)
 }
 
-// lmctl runs the CLI against the platform with the bootstrap token.
-func (pl *platform) lmctl(t *testing.T, args ...string) string {
-	t.Helper()
-	pl.mu.Lock()
-	tok := pl.token
-	pl.mu.Unlock()
-	cmd := exec.Command(lmctlBin, append([]string{"--server", pl.addr("grpc"), "--token", tok}, args...)...)
-	cmd.Env = cleanEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("lmctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // TestConfigPushWithLmctl is the README's "Connect a gateway" walk: a
 // profile and a version made with lmctl, assigned to the device, followed
 // through lmctl config status and lmctl events watch.

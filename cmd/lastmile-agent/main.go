@@ -72,7 +72,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1
 	}
-	a, err = agent.New(agent.Config{File: cfg, Version: version, Logger: log, Capabilities: caps})
+	// The endpoints (tunnel, SNMP) use the agent's connection and feed its
+	// buffer: they start after it exists and stop before it closes the
+	// buffer.
+	stopEndpoints := func() {}
+	a, err = agent.New(agent.Config{File: cfg, Version: version, Logger: log, Capabilities: caps,
+		BeforeClose: func() { stopEndpoints() }})
+	if err != nil {
+		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
+		return 1
+	}
+	stopEndpoints, err = startEndpoints(cfg, a, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "lastmile-agent: %v\n", err)
 		return 1

@@ -176,7 +176,7 @@ func startPlatformWith(t *testing.T, yaml string, extra ...string) *platform {
 		var rec map[string]any
 		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
 			pl.addrs = map[string]string{}
-			for _, k := range []string{"mqtt", "mqtt_tls", "http", "grpc"} {
+			for _, k := range []string{"mqtt", "mqtt_tls", "http", "grpc", "snmp"} {
 				if v, ok := rec[k].(string); ok {
 					pl.addrs[k] = v
 				}

@@ -43,6 +43,7 @@ resources and verbs:
   config    create NAME [--format F] [--file DOC] | versions NAME | assign NAME VERSION --device|--group|--query | status [ROLLOUT]
   cmd       invoke DEVICE NAME [--payload JSON]   (--timeout is the command's)
   events    watch [--device ID] [--label k=v] [--type presence|telemetry|...]
+  snmp      get|walk|set DEVICE OID...   (set: OID TYPE VALUE, types as snmpset)
 
 global flags:
   --server host:port   gRPC address (env LASTMILE_SERVER, default localhost:9090)

@@ -56,6 +56,9 @@ const (
 	PermCommandsInvoke = "commands:invoke"
 	// PermEventsRead watches the event stream (presence, telemetry, ...).
 	PermEventsRead = "events:read"
+	// PermSNMPRead runs SNMP GET and walks on devices; PermSNMPWrite SET.
+	PermSNMPRead  = "snmp:read"
+	PermSNMPWrite = "snmp:write"
 )
 
 // KnownPermissions lists the permissions in use; later capabilities add theirs.
@@ -66,6 +69,7 @@ var KnownPermissions = []string{PermAll, PermDevicesRead, PermDevicesWrite, Perm
 
 	PermCommandsInvoke,
 	PermEventsRead,
+	PermSNMPRead, PermSNMPWrite,
 }
 
 // Prefix starts every token.

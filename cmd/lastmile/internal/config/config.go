@@ -26,6 +26,7 @@ type Config struct {
 	Access  AccessConfig `yaml:"access"`
 	Tunnel  TunnelConfig `yaml:"tunnel"`
 	Shadow  ShadowConfig `yaml:"shadow"`
+	SNMP    SNMPConfig   `yaml:"snmp"`
 	// Events and Commands tune the event stream and command invocation.
 	Events   EventsConfig   `yaml:"events"`
 	Commands CommandsConfig `yaml:"commands"`
@@ -206,5 +207,6 @@ func Default() Config {
 		Log:  LogConfig{Level: "info", Format: "text"},
 
 		Tunnel: defaultTunnel(),
+		SNMP:   defaultSNMP(),
 	}
 }

@@ -208,6 +208,7 @@ func (c *Config) Validate() error {
 	if c.Commands.MaxPending < 0 {
 		bad("commands.max_pending", "%d must not be negative", c.Commands.MaxPending)
 	}
+	c.SNMP.validate(bad)
 	return errors.Join(errs...)
 }
 

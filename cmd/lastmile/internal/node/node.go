@@ -33,6 +33,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
 // ShutdownTimeout bounds the graceful part of shutdown; after it, open
@@ -52,6 +53,7 @@ type Node struct {
 	broker   *broker.Server
 	api      *services.API
 	tunnels  *relay.Relay // nil when tunnel.enabled is false
+	snmp     *proxy.Proxy // nil when snmp.enabled is false
 	metrics  *prometheus.Registry
 	events   *event.Bus
 	commands *command.Service
@@ -172,6 +174,9 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 	if err := n.subscribeTelemetry(); err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}
+	if n.snmp, err = n.newSNMP(logger); err != nil {
+		return nil, err
+	}
 
 	var grpcOpts []grpc.ServerOption
 	if cfg.GRPC.TLS.Enabled() {
@@ -182,7 +187,7 @@ func New(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	n.api, err = services.New(services.Config{
-		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows, Configs: n.configs,
+		Registry: n.registry, Access: n.access, Tokens: n.tokens, Tunnels: n.tunnels, Shadows: n.shadows, Configs: n.configs, SNMP: n.snmp,
 		Commands: n.commands, Events: n.events,
 		Logger: logger, Registerer: n.metrics, Gatherer: n.metrics,
 		Ready: n.Ready, GRPCServerOptions: grpcOpts,
@@ -259,6 +264,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			addrs[k] = v
 		}
 	}
+	if err := n.listenSNMP(addrs); err != nil {
+		return fmt.Errorf("snmp.listen: %w", err)
+	}
 
 	// gRPC; when it is switched off the REST gateway still needs one, on
 	// loopback only.
@@ -297,7 +305,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.ready.Store(true)
 	close(n.started)
 	attrs := []any{"node", n.cfg.NodeName, "store", n.cfg.Store.Engine}
-	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http"} {
+	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http", "snmp"} {
 		if a, ok := addrs[k]; ok {
 			attrs = append(attrs, k, a.String())
 		}
@@ -368,6 +376,7 @@ func (n *Node) shutdown(gs *grpc.Server, hs *http.Server) {
 	n.ready.Store(false)
 	n.stopTunnels()
 	n.stopCommandsAndEvents()
+	n.stopSNMP()
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if hs != nil {
