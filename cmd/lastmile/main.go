@@ -118,6 +118,7 @@ var flagKeys = []struct{ flag, key, help string }{
 	{"http-addr", "http.addr", "HTTP (REST, metrics, health) listen `address` (\"\" = off)"},
 	{"log-level", "log.level", "`level`: debug, info, warn or error"},
 	{"log-format", "log.format", "`format`: text or json"},
+	{"pprof-addr", "debug.pprof_addr", "serve /debug/pprof/ on this `address` (unauthenticated; loopback only; \"\" = off)"},
 }
 
 func (cf *configFlags) register(fs *flag.FlagSet, only ...string) {

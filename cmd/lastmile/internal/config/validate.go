@@ -199,6 +199,11 @@ func (c *Config) Validate() error {
 	if c.Events.MaxWatchers < 0 {
 		bad("events.max_watchers", "%d must not be negative", c.Events.MaxWatchers)
 	}
+	if a := c.Debug.PprofAddr; a != "" {
+		if err := checkAddr(a, true); err != nil {
+			bad("debug.pprof_addr", "%v", err)
+		}
+	}
 	if c.Commands.MaxPending < 0 {
 		bad("commands.max_pending", "%d must not be negative", c.Commands.MaxPending)
 	}

@@ -249,6 +249,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			addrs[k] = v
 		}
 	}
+	stopPprof, err := n.startPprof(addrs)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	// gRPC; when it is switched off the REST gateway still needs one, on
 	// loopback only.
@@ -287,7 +292,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.ready.Store(true)
 	close(n.started)
 	attrs := []any{"node", n.cfg.NodeName, "store", n.cfg.Store.Engine}
-	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http"} {
+	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http", "pprof"} {
 		if a, ok := addrs[k]; ok {
 			attrs = append(attrs, k, a.String())
 		}
