@@ -111,7 +111,8 @@ func FuzzParseStatCPU(f *testing.F) {
 // devices (default 100) each keeping SHADOWLOAD_WINDOW (default 1) in
 // flight, against a `lastmile serve` process. Run it once (-benchtime 1x):
 // a run is a whole scenario, b.N is not used. SHADOWLOAD_ARGS and
-// SHADOWLOAD_ENV (space-separated KEY=value) go to the server.
+// SHADOWLOAD_ENV (space-separated KEY=value) go to the server;
+// SHADOWLOAD_BINARY runs another build (e.g. of main, for a comparison).
 //
 //	go test -run '^$' -bench ShadowLoad -benchtime 1x ./internal/shadowload/
 //	SHADOWLOAD_DEVICES=200 SHADOWLOAD_WINDOW=4 SHADOWLOAD_UPDATES=60000 SHADOWLOAD_ENGINES=embedded \
@@ -125,7 +126,11 @@ func BenchmarkShadowLoad(b *testing.B) {
 	}
 	for _, engine := range engines {
 		b.Run(engine, func(b *testing.B) {
-			cfg := Config{Binary: binary, DataDir: b.TempDir(), Engine: engine, Devices: devices, Window: window,
+			bin := binary
+			if v := os.Getenv("SHADOWLOAD_BINARY"); v != "" {
+				bin = v
+			}
+			cfg := Config{Binary: bin, DataDir: b.TempDir(), Engine: engine, Devices: devices, Window: window,
 				Updates: updates, Args: strings.Fields(os.Getenv("SHADOWLOAD_ARGS")), Env: strings.Fields(os.Getenv("SHADOWLOAD_ENV")), Logf: b.Logf}
 			if engine == "redis" {
 				cfg.RedisAddr = redistest.Start(b)
