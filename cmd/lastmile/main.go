@@ -213,7 +213,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := newLogger(cfg.Log, stderr)
-	logger.Info("starting lastmile", "version", version, "node", cfg.NodeName, "store", cfg.Store.Engine)
+	logger.Info("starting lastmile", "version", version, "node", cfg.NodeName, "store", cfg.Store.Engine, "gogc", tuneGC())
 
 	n, err := node.New(cfg, logger)
 	if err != nil {
