@@ -19,7 +19,7 @@ import (
 )
 
 // This file connects device shadows to MQTT: the platform subscribes to
-// every device's shadow requests ($dm/+/shadow/#), hands each to a worker
+// every device's shadow requests (topic.ShadowRequestFilters), hands each to a worker
 // (never working on the publisher's goroutine), and publishes the
 // responses (QoS 1) on the device's .../accepted, .../rejected,
 // .../update/delta and .../update/documents topics.
@@ -116,9 +116,19 @@ func (n *Node) setupShadows(logger *slog.Logger) error {
 		b.wg.Add(1)
 		go b.work()
 	}
-	if b.cancel, err = n.broker.Subscribe(topic.ShadowFilter, b.handle); err != nil {
-		b.close()
-		return err
+	var cancels []func()
+	b.cancel = func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+	for _, f := range topic.ShadowRequestFilters {
+		c, err := n.broker.Subscribe(f, b.handle)
+		if err != nil {
+			b.close()
+			return err
+		}
+		cancels = append(cancels, c)
 	}
 	n.subs.Add(b)
 	svc.AddNotifier(b)
