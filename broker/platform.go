@@ -130,6 +130,16 @@ func (s *Server) PublishMessage(m Message) error {
 	return nil
 }
 
+// HasSubscribers reports whether some MQTT client, connected or holding a
+// session, subscribes to a filter matching topic; the platform's own
+// Subscribe handlers do not count. A publisher that has nobody to tell can
+// skip building the payload: a subscription granted meanwhile is the same
+// as one granted just after the publish.
+func (s *Server) HasSubscribers(topic string) bool {
+	subs := s.mochi.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0
+}
+
 // Connected reports whether a client with this ID is connected to this node.
 func (s *Server) Connected(clientID string) bool {
 	s.auth.mu.RLock()

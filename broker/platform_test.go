@@ -165,3 +165,35 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
+
+// TestHasSubscribers: a client's subscription counts, wildcards included,
+// the platform's own handlers do not, and an unsubscribe is seen.
+func TestHasSubscribers(t *testing.T) {
+	t.Parallel()
+	h := start(t, "", nil)
+	const to = "$dm/dev1/shadow/update/documents"
+	if _, err := h.srv.Subscribe("$dm/+/shadow/#", func(broker.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.HasSubscribers(to) {
+		t.Fatal("a platform handler counts as a subscriber")
+	}
+	dev := device5(t, h.addr, "dev1")
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if _, err := dev.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$dm/dev1/shadow/+/documents", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !h.srv.HasSubscribers(to) {
+		t.Fatal("the device's wildcard subscription is not seen")
+	}
+	if h.srv.HasSubscribers("$dm/dev1/shadow/update/delta") || h.srv.HasSubscribers("$dm/dev2/shadow/update/documents") {
+		t.Fatal("a subscriber where there is none")
+	}
+	if _, err := dev.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"$dm/dev1/shadow/+/documents"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.HasSubscribers(to) {
+		t.Fatal("still a subscriber after UNSUBSCRIBE")
+	}
+}

@@ -118,6 +118,7 @@ var flagKeys = []struct{ flag, key, help string }{
 	{"http-addr", "http.addr", "HTTP (REST, metrics, health) listen `address` (\"\" = off)"},
 	{"log-level", "log.level", "`level`: debug, info, warn or error"},
 	{"log-format", "log.format", "`format`: text or json"},
+	{"pprof-addr", "debug.pprof_addr", "serve /debug/pprof/ on this `address` (unauthenticated; loopback only; \"\" = off)"},
 }
 
 func (cf *configFlags) register(fs *flag.FlagSet, only ...string) {
@@ -212,8 +213,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := newLogger(cfg.Log, stderr)
-	logger.Info("starting lastmile", "version", version, "node", cfg.NodeName, "store", cfg.Store.Engine)
-	startPprof(logger)
+	logger.Info("starting lastmile", "version", version, "node", cfg.NodeName, "store", cfg.Store.Engine, "gogc", tuneGC())
 
 	n, err := node.New(cfg, logger)
 	if err != nil {

@@ -140,14 +140,18 @@ func New(cfg Config) (*Bus, error) {
 	return b, nil
 }
 
-// Wants reports whether some watcher may want events of type t; the
-// telemetry handler uses it to skip copying payloads nobody watches.
+// Wants reports whether some watcher may want events of type t, or a
+// listener (which sees every event) is there; publishers use it to skip
+// building events nobody receives (telemetry payloads, shadow documents).
 func (b *Bus) Wants(t Type) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if len(b.listeners) > 0 {
+		return true
+	}
 	if t == TypeTelemetry {
 		return b.telemetry.Load() > 0
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
 	return len(b.watchers) > 0
 }
 

@@ -150,11 +150,21 @@ func TestFilters(t *testing.T) {
 func TestListen(t *testing.T) {
 	t.Parallel()
 	b, _ := newBus(t, event.Config{})
+	if b.Wants(event.TypeShadowUpdated) || b.Wants(event.TypeTelemetry) {
+		t.Fatal("a bus with no watcher and no listener wants events")
+	}
 	var got []string
 	cancel := b.Listen(func(ev event.Event) { got = append(got, string(ev.Type)+"/"+ev.DeviceID) })
+	// A listener sees every event, so publishers must not skip any.
+	if !b.Wants(event.TypeShadowUpdated) || !b.Wants(event.TypeTelemetry) {
+		t.Fatal("a listener is there but the bus wants no events")
+	}
 	b.Publish(presence("a", true))
 	b.Publish(tele("b"))
 	cancel()
+	if b.Wants(event.TypeShadowUpdated) {
+		t.Fatal("still wants events after the listener left")
+	}
 	b.Publish(presence("c", true))
 	if fmt.Sprint(got) != "[presence/a telemetry/b]" {
 		t.Fatalf("listener saw %v", got)

@@ -56,32 +56,49 @@ func (d *Document) Encode() ([]byte, error) {
 // encode is Encode that also returns the length of the state's JSON (for
 // the size limit) without encoding the state twice.
 func (d *Document) encode() ([]byte, int, error) {
-	state, err := json.Marshal(d.State)
-	if err != nil {
-		return nil, 0, err
-	}
-	meta, err := json.Marshal(d.Metadata)
-	if err != nil {
-		return nil, 0, err
-	}
-	b := make([]byte, 0, len(state)+len(meta)+96+len(d.ClientToken))
+	b := make([]byte, 0, 512)
 	b = append(b, `{"state":`...)
-	b = append(b, state...)
+	start := len(b)
+	b, err := appendState(b, d.State)
+	if err != nil {
+		return nil, 0, err
+	}
+	stateLen := len(b) - start
 	b = append(b, `,"metadata":`...)
-	b = append(b, meta...)
+	if b, err = appendState(b, d.Metadata); err != nil {
+		return nil, 0, err
+	}
 	b = append(b, `,"version":`...)
 	b = strconv.AppendUint(b, d.Version, 10)
 	b = append(b, `,"timestamp":`...)
 	b = strconv.AppendInt(b, d.Timestamp, 10)
 	if d.ClientToken != "" {
-		tok, err := json.Marshal(d.ClientToken)
-		if err != nil {
-			return nil, 0, err
-		}
 		b = append(b, `,"clientToken":`...)
-		b = append(b, tok...)
+		b = appendJSONString(b, d.ClientToken)
 	}
-	return append(b, '}'), len(state), nil
+	return append(b, '}'), stateLen, nil
+}
+
+// appendState encodes s as json.Marshal does (empty halves omitted).
+func appendState(b []byte, s State) ([]byte, error) {
+	b = append(b, '{')
+	var err error
+	if len(s.Desired) > 0 {
+		b = append(b, `"desired":`...)
+		if b, err = appendJSON(b, s.Desired); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.Reported) > 0 {
+		if len(s.Desired) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `"reported":`...)
+		if b, err = appendJSON(b, s.Reported); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
 
 // Delta returns the desired values that reported does not match (nil if

@@ -1,7 +1,6 @@
 package shadow
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -28,7 +27,7 @@ type getView struct {
 }
 
 func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
+	b, err := appendJSON(make([]byte, 0, 256), v)
 	if err != nil {
 		// Every value here was decoded from JSON or built from plain types.
 		panic("shadow: encode payload: " + err.Error())

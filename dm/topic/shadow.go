@@ -25,9 +25,17 @@ const (
 	ShadowDocuments = "documents"
 )
 
-// ShadowFilter is the filter the platform subscribes to for every device's
-// shadow requests (it also matches the responses, which parsing skips).
+// ShadowFilter matches every device's shadow requests and responses.
 const ShadowFilter = PlatformRoot + "/+/shadow/#"
+
+// ShadowRequestFilters are the filters the platform subscribes to for
+// every device's shadow requests: exactly the topics ParseShadowRequest
+// accepts, and none of the responses, so publishing a response does not
+// come back to the platform's own handler.
+var ShadowRequestFilters = []string{
+	PlatformRoot + "/+/shadow/" + ShadowGet, PlatformRoot + "/+/shadow/" + ShadowUpdate, PlatformRoot + "/+/shadow/" + ShadowDelete,
+	PlatformRoot + "/+/shadow/name/+/" + ShadowGet, PlatformRoot + "/+/shadow/name/+/" + ShadowUpdate, PlatformRoot + "/+/shadow/name/+/" + ShadowDelete,
+}
 
 // ShadowPrefix returns the topic prefix of a shadow: name "" is the
 // classic shadow.

@@ -59,6 +59,9 @@ func TestShadowTopicsRoundTrip(t *testing.T) {
 			if !Match(ShadowFilter, ShadowRequest("d1", name, op)) {
 				t.Errorf("ShadowFilter misses %s", ShadowRequest("d1", name, op))
 			}
+			if !matchesAny(ShadowRequestFilters, ShadowRequest("d1", name, op)) {
+				t.Errorf("ShadowRequestFilters miss %s", ShadowRequest("d1", name, op))
+			}
 		}
 	}
 }
@@ -81,4 +84,37 @@ func FuzzParseShadowRequest(f *testing.F) {
 			t.Fatalf("%q parsed but device %q may not publish it", s, st.DeviceID)
 		}
 	})
+}
+
+func matchesAny(filters []string, topic string) bool {
+	for _, f := range filters {
+		if Match(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestShadowRequestFilters: the platform's request filters match every
+// topic ParseShadowRequest accepts and no response topic. (They also match
+// an empty device ID or shadow name, which parsing then refuses.)
+func TestShadowRequestFilters(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		topic string
+		match bool
+	}{
+		{"$dm/d1/shadow/update", true}, {"$dm/d1/shadow/get", true}, {"$dm/d1/shadow/delete", true},
+		{"$dm/d1/shadow/name/net/get", true}, {"$dm/d1/shadow/name//update", true}, {"$dm//shadow/get", true},
+		{"$dm/d1/shadow/update/accepted", false}, {"$dm/d1/shadow/update/documents", false}, {"$dm/d1/shadow/update/delta", false},
+		{"$dm/d1/shadow/get/rejected", false}, {"$dm/d1/shadow/name/net/update/rejected", false},
+		{"$dm/d1/shadow/name/a/b/update", false}, {"$dm/d1/shadow/list", false}, {"$dm/d1/shadow", false}, {"$dm/d1/cmd/update", false},
+	} {
+		if got := matchesAny(ShadowRequestFilters, c.topic); got != c.match {
+			t.Errorf("%s: filters match %v, want %v", c.topic, got, c.match)
+		}
+		if _, ok := ParseShadowRequest(c.topic); ok && !c.match {
+			t.Errorf("%s: a request the filters miss", c.topic)
+		}
+	}
 }

@@ -159,7 +159,7 @@ func cleanEnv() []string {
 		}
 	}
 	if v := os.Getenv("LMBENCH_PPROF"); v != "" {
-		env = append(env, "LM_PPROF_ADDR="+v)
+		env = append(env, "LASTMILE_DEBUG_PPROF_ADDR="+v)
 	}
 	return env
 }

@@ -63,8 +63,8 @@ func (s *Store) GetShadow(ctx context.Context, id, name string) (shadow.Record, 
 // PutShadow stores r if the stored version is expect (0: absent).
 func (s *Store) PutShadow(ctx context.Context, id, name string, r shadow.Record, expect uint64) error {
 	defer s.observe("put_shadow", time.Now())
-	n, err := putShadowScript.Run(ctx, s.rdb, []string{s.shadowKey(id, name), s.shadowSet(id)},
-		r.Doc, strconv.FormatUint(r.Version, 10), strconv.FormatUint(expect, 10), name).Int()
+	n, err := s.puts.put(ctx, []string{s.shadowKey(id, name), s.shadowSet(id)},
+		r.Doc, strconv.FormatUint(r.Version, 10), strconv.FormatUint(expect, 10), name)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,8 @@ type Store struct {
 	p   string
 	log *slog.Logger
 	dur *prometheus.HistogramVec
+	// puts pipelines shadow writes (shadowbatch.go).
+	puts *shadowBatcher
 }
 
 // Open connects and checks the server answers.
@@ -58,7 +60,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// One pool per process; defaults are 10 per CPU.
 		DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 	})
-	s := &Store{rdb: rdb, p: cfg.KeyPrefix, log: cfg.Logger.With("component", "store", "engine", "redis")}
+	s := &Store{rdb: rdb, p: cfg.KeyPrefix, log: cfg.Logger.With("component", "store", "engine", "redis"), puts: newShadowBatcher(rdb)}
 	s.dur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:        "lastmile_store_op_duration_seconds",
 		Help:        "Latency of store operations.",
@@ -66,12 +68,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		Buckets:     []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .5},
 	}, []string{"op"})
 	if err := s.Ping(ctx); err != nil {
-		_ = rdb.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("redis at %s: %w", cfg.Addr, err)
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(s.dur); err != nil {
-			_ = rdb.Close()
+			_ = s.Close()
 			return nil, fmt.Errorf("redis store metrics: %w", err)
 		}
 	}
@@ -79,7 +81,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 // Close closes the connection pool.
-func (s *Store) Close() error { return s.rdb.Close() }
+func (s *Store) Close() error {
+	s.puts.close()
+	return s.rdb.Close()
+}
 
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

@@ -30,6 +30,15 @@ type Config struct {
 	// Events and Commands tune the event stream and command invocation.
 	Events   EventsConfig   `yaml:"events"`
 	Commands CommandsConfig `yaml:"commands"`
+	Debug    DebugConfig    `yaml:"debug"`
+}
+
+// DebugConfig holds switches for diagnosing a running node; all off by
+// default.
+type DebugConfig struct {
+	// PprofAddr serves net/http/pprof (/debug/pprof/) on this address,
+	// without authentication: bind it to loopback. "" (default) is off.
+	PprofAddr string `yaml:"pprof_addr"`
 }
 
 // EventsConfig tunes the northbound event stream. Zero means the default.

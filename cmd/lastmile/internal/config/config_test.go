@@ -114,6 +114,8 @@ access:
 		{name: "redis password file missing", yaml: "store: {engine: redis, redis: {addr: 'h:6379', password_file: MISSING}}", wantErr: "store.redis.password_file"},
 		{name: "bad listen addr", yaml: "mqtt: {tcp_addr: '1883'}", wantErr: "mqtt.tcp_addr"},
 		{name: "bad port", yaml: "grpc: {addr: ':99999'}", wantErr: "grpc.addr"},
+		{name: "bad pprof addr", yaml: "debug: {pprof_addr: '6060'}", wantErr: "debug.pprof_addr"},
+		{name: "public pprof addr", yaml: "debug: {pprof_addr: ':6060'}", wantErr: "loopback only"},
 		{name: "all mqtt off", yaml: "mqtt: {tcp_addr: '', ws_addr: ''}", wantErr: "every MQTT listener is off"},
 		{name: "tls cert missing", yaml: "mqtt: {tls: {cert_file: MISSING, key_file: KEY}}", wantErr: "mqtt.tls.cert_file/key_file"},
 		{name: "tls key only", yaml: "http: {tls: {key_file: KEY}}", wantErr: "http.tls.cert_file: required"},

@@ -205,6 +205,13 @@ func (c *Config) Validate() error {
 	if c.Events.MaxWatchers < 0 {
 		bad("events.max_watchers", "%d must not be negative", c.Events.MaxWatchers)
 	}
+	if a := c.Debug.PprofAddr; a != "" {
+		if err := checkAddr(a, true); err != nil {
+			bad("debug.pprof_addr", "%v", err)
+		} else if host, _, _ := net.SplitHostPort(a); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+			bad("debug.pprof_addr", "%q: pprof is unauthenticated, so it listens on loopback only (e.g. 127.0.0.1:6060)", a)
+		}
+	}
 	if c.Commands.MaxPending < 0 {
 		bad("commands.max_pending", "%d must not be negative", c.Commands.MaxPending)
 	}

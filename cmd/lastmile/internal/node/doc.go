@@ -34,5 +34,6 @@
 // Each capability that speaks MQTT wires itself in its own file: shadow.go
 // serves device shadows over the broker's in-process messaging, and
 // subscriptions.go fans the broker's one SubscriptionSink out to every
-// component that wants to know when a client subscribes.
+// component that wants to know when a client subscribes. pprof.go serves
+// Go's profiles when debug.pprof_addr is set (off by default).
 package node

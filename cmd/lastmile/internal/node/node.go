@@ -267,6 +267,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err := n.listenSNMP(addrs); err != nil {
 		return fmt.Errorf("snmp.listen: %w", err)
 	}
+	stopPprof, err := n.startPprof(addrs)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	// gRPC; when it is switched off the REST gateway still needs one, on
 	// loopback only.
@@ -305,7 +310,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.ready.Store(true)
 	close(n.started)
 	attrs := []any{"node", n.cfg.NodeName, "store", n.cfg.Store.Engine}
-	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http", "snmp"} {
+	for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http", "snmp", "pprof"} {
 		if a, ok := addrs[k]; ok {
 			attrs = append(attrs, k, a.String())
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -20,29 +19,39 @@ import (
 )
 
 // This file connects device shadows to MQTT: the platform subscribes to
-// every device's shadow requests ($dm/+/shadow/#), hands each to a worker
+// every device's shadow requests (topic.ShadowRequestFilters), hands each to a worker
 // (never working on the publisher's goroutine), and publishes the
 // responses (QoS 1) on the device's .../accepted, .../rejected,
 // .../update/delta and .../update/documents topics.
 //
 //	device PUBLISH ──> handle (publisher's goroutine: parse topic, check
 //	                   identity, count in-flight per connection → 429)
-//	                     │ shard by device+shadow: requests of one shadow
-//	                     v stay in order
+//	                     │ dispatch: a shadow with a request running queues
+//	                     v the new one behind it (in order); else ready
 //	                   worker ──> shadow.Service ──> PublishMessage
-//	SUBSCRIBE/resume ──> Subscribed ──> worker: publish the current delta
+//	                     └─> then the shadow's next queued request, if any
+//	SUBSCRIBE/resume ──> Subscribed ──> dispatch: publish the current delta
 //	                                    of every shadow the filters cover
+//
+// Requests of one shadow run one at a time, in order; requests of
+// different shadows never wait behind each other (a fixed shard per shadow
+// made every shadow hashed to a busy shard wait for the others' fsyncs).
 
 // Workers mostly wait on the store (an fsync, a Redis round trip), so
 // there are many: concurrent embedded writes share one group-committed
-// fsync. Queues hold pointers, so idle capacity costs 8 bytes a slot.
+// fsync, concurrent Redis calls share the connection pool.
 const (
-	shadowWorkers    = 256
+	shadowWorkers = 256
+	// shadowReady bounds the shadows waiting for a worker, and
+	// shadowQueueLen the requests queued behind one shadow's running one;
+	// beyond either, a request gets 429.
+	shadowReady      = 16384
 	shadowQueueLen   = 256
 	shadowReqTimeout = 10 * time.Second
 )
 
 type shadowJob struct {
+	key string // device ID + "/" + shadow name
 	st  topic.ShadowTopic
 	msg broker.Message
 	// resync: publish the deltas that filters cover (st.DeviceID only).
@@ -53,12 +62,14 @@ type shadowJob struct {
 // shadowBridge serves shadow requests over MQTT.
 type shadowBridge struct {
 	svc *shadow.Service
-	pub interface{ PublishMessage(broker.Message) error }
+	pub interface {
+		PublishMessage(broker.Message) error
+		HasSubscribers(topic string) bool
+	}
 	log *slog.Logger
 	now func() time.Time
 
-	seed   maphash.Seed
-	queues []chan *shadowJob
+	ready  chan *shadowJob
 	done   chan struct{}
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -68,6 +79,11 @@ type shadowBridge struct {
 
 	mu       sync.Mutex
 	inflight map[string]int // client ID -> requests queued or running
+
+	// kmu guards running: a shadow key is present while one of its
+	// requests is ready or running, with the requests queued behind it.
+	kmu     sync.Mutex
+	running map[string][]*shadowJob
 
 	requests *prometheus.CounterVec
 }
@@ -87,7 +103,7 @@ func (n *Node) setupShadows(logger *slog.Logger) error {
 		return err
 	}
 	b := &shadowBridge{svc: svc, pub: n.broker, log: logger.With("component", "shadow-mqtt"), now: time.Now,
-		seed: maphash.MakeSeed(), done: make(chan struct{}), inflight: map[string]int{}}
+		ready: make(chan *shadowJob, shadowReady), done: make(chan struct{}), inflight: map[string]int{}, running: map[string][]*shadowJob{}}
 	b.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lastmile_shadow_requests_total",
 		Help: "Shadow requests over MQTT by operation and outcome code (200 accepted, else the rejection code).",
@@ -96,15 +112,23 @@ func (n *Node) setupShadows(logger *slog.Logger) error {
 		return fmt.Errorf("shadow metrics: %w", err)
 	}
 	b.ctx, b.stop = context.WithCancel(context.Background())
-	b.queues = make([]chan *shadowJob, shadowWorkers)
-	for i := range b.queues {
-		b.queues[i] = make(chan *shadowJob, shadowQueueLen)
+	for range shadowWorkers {
 		b.wg.Add(1)
-		go b.work(b.queues[i])
+		go b.work()
 	}
-	if b.cancel, err = n.broker.Subscribe(topic.ShadowFilter, b.handle); err != nil {
-		b.close()
-		return err
+	var cancels []func()
+	b.cancel = func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+	for _, f := range topic.ShadowRequestFilters {
+		c, err := n.broker.Subscribe(f, b.handle)
+		if err != nil {
+			b.close()
+			return err
+		}
+		cancels = append(cancels, c)
 	}
 	n.subs.Add(b)
 	svc.AddNotifier(b)
@@ -128,13 +152,42 @@ func (b *shadowBridge) close() {
 	})
 }
 
-func (b *shadowBridge) queue(deviceID, name string) chan *shadowJob {
-	var h maphash.Hash
-	h.SetSeed(b.seed)
-	_, _ = h.WriteString(deviceID)
-	_ = h.WriteByte('/')
-	_, _ = h.WriteString(name)
-	return b.queues[h.Sum64()%uint64(len(b.queues))]
+// dispatch queues j behind its shadow's running request, or hands it to
+// the workers; false when the queue or the workers' backlog is full.
+func (b *shadowBridge) dispatch(j *shadowJob) bool {
+	j.key = j.st.DeviceID + "/" + j.st.Name
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	if q, busy := b.running[j.key]; busy {
+		if len(q) >= shadowQueueLen {
+			return false
+		}
+		b.running[j.key] = append(q, j)
+		return true
+	}
+	select {
+	case b.ready <- j:
+		b.running[j.key] = nil
+		return true
+	default:
+		return false
+	}
+}
+
+// next returns the request queued behind the one of key that finished,
+// or nil, and then key is idle.
+func (b *shadowBridge) next(key string) *shadowJob {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	q := b.running[key]
+	if len(q) == 0 {
+		delete(b.running, key)
+		return nil
+	}
+	j := q[0]
+	q[0] = nil
+	b.running[key] = q[1:]
+	return j
 }
 
 // handle runs on the publisher's goroutine: it must not block.
@@ -156,9 +209,7 @@ func (b *shadowBridge) handle(m broker.Message) {
 	}
 	m.Payload = append([]byte(nil), m.Payload...)
 	m.CorrelationData = append([]byte(nil), m.CorrelationData...)
-	select {
-	case b.queue(st.DeviceID, st.Name) <- &shadowJob{st: st, msg: m}:
-	default:
+	if !b.dispatch(&shadowJob{st: st, msg: m}) {
 		b.release(m.ClientID)
 		b.reject(st, m, fmt.Errorf("%w: the server is busy, retry later", shadow.ErrTooManyRequests), peekToken(m.Payload))
 	}
@@ -213,26 +264,33 @@ func (b *shadowBridge) Subscribed(clientID, principalID string, filters []string
 	if len(mine) == 0 {
 		return
 	}
-	select {
-	case b.queue(principalID, "") <- &shadowJob{st: topic.ShadowTopic{DeviceID: principalID}, resync: true, filters: mine}:
-	default:
+	if !b.dispatch(&shadowJob{st: topic.ShadowTopic{DeviceID: principalID}, resync: true, filters: mine}) {
 		b.log.Warn("shadow queue full: no delta sent on subscribe", "device", principalID)
 	}
 }
 
-func (b *shadowBridge) work(q chan *shadowJob) {
+// work runs ready requests, and after each the next one queued behind it
+// for the same shadow, until the bridge closes.
+func (b *shadowBridge) work() {
 	defer b.wg.Done()
 	for {
 		select {
 		case <-b.done:
 			return
-		case j := <-q:
-			if j.resync {
-				b.resync(j.st.DeviceID, j.filters)
-				continue
+		case j := <-b.ready:
+			for ; j != nil; j = b.next(j.key) {
+				if j.resync {
+					b.resync(j.st.DeviceID, j.filters)
+					continue
+				}
+				b.serve(j)
+				b.release(j.msg.ClientID)
+				select {
+				case <-b.done:
+					return
+				default:
+				}
 			}
-			b.serve(j)
-			b.release(j.msg.ClientID)
 		}
 	}
 }
@@ -313,16 +371,22 @@ func (b *shadowBridge) publish(to string, req broker.Message, payload []byte) {
 // and the delta when one is left, whoever made the update (a device over
 // MQTT or the API). It runs under the shadow's write lock, so they go out
 // in version order; PublishMessage only queues to the subscribers'
-// connections.
+// connections. A topic nobody subscribes to is skipped before its payload
+// is built: most devices only report, and encoding documents for nobody
+// was a tenth of the server's CPU per update.
 func (b *shadowBridge) ShadowChanged(c shadow.Change) {
 	if c.Deleted {
 		return
 	}
 	tok := c.Document.ClientToken
-	b.publish(topic.ShadowResponse(c.DeviceID, c.Name, topic.ShadowUpdate, topic.ShadowDocuments), broker.Message{}, c.Documents(tok))
+	if to := topic.ShadowResponse(c.DeviceID, c.Name, topic.ShadowUpdate, topic.ShadowDocuments); b.pub.HasSubscribers(to) {
+		b.publish(to, broker.Message{}, c.Documents(tok))
+	}
 	if c.Delta != nil {
-		if p := shadow.DeltaPayload(c.Document, tok); p != nil {
-			b.publish(topic.ShadowDeltaTopic(c.DeviceID, c.Name), broker.Message{}, p)
+		if to := topic.ShadowDeltaTopic(c.DeviceID, c.Name); b.pub.HasSubscribers(to) {
+			if p := shadow.DeltaPayload(c.Document, tok); p != nil {
+				b.publish(to, broker.Message{}, p)
+			}
 		}
 	}
 }

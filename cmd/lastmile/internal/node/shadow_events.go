@@ -15,8 +15,12 @@ var _ shadow.Notifier = shadowEvents{}
 
 // ShadowChanged runs on the shadow writer's goroutine; Bus.Publish never
 // blocks. The document's encoding cannot fail (it was just stored), but a
-// failure would only cost the event, never the update.
+// failure would only cost the event, never the update. With no watcher,
+// nothing is encoded.
 func (s shadowEvents) ShadowChanged(c shadow.Change) {
+	if !s.bus.Wants(event.TypeShadowUpdated) {
+		return
+	}
 	doc, err := c.Document.Encode()
 	if err != nil {
 		return

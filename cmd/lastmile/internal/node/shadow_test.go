@@ -600,3 +600,38 @@ func TestShadowConcurrentWriters(t *testing.T) {
 		})
 	}
 }
+
+// TestShadowRequestsInOrder: requests of one shadow are served in the
+// order the device sent them, even with many in flight, while two shadows
+// of the device and another device's shadow are busy at the same time.
+func TestShadowRequestsInOrder(t *testing.T) {
+	t.Parallel()
+	s := startShadowNode(t, config.EngineEmbedded, func(c *config.Config) { c.Shadow.MaxInFlight = 1000 })
+	const n = 150
+	var wg sync.WaitGroup
+	for _, id := range []string{"ord1", "ord2"} {
+		secret := s.device(t, id)
+		d := connectShadowV5(t, s.mqtt, id, secret, true)
+		d.subscribe(t, "$dm/"+id+"/shadow/update/accepted", "$dm/"+id+"/shadow/name/net/update/accepted")
+		wg.Go(func() {
+			for i := range n {
+				d.publish(t, "$dm/"+id+"/shadow/update", fmt.Sprintf(`{"state":{"reported":{"i":%d}},"clientToken":"c%d"}`, i, i), 1)
+				d.publish(t, "$dm/"+id+"/shadow/name/net/update", fmt.Sprintf(`{"state":{"reported":{"i":%d}},"clientToken":"n%d"}`, i, i), 1)
+			}
+		})
+		t.Cleanup(func() {
+			in := d.box()
+			for _, sh := range []struct{ topic, prefix string }{{"$dm/" + id + "/shadow/update/accepted", "c"}, {"$dm/" + id + "/shadow/name/net/update/accepted", "n"}} {
+				for i := range n {
+					tok := fmt.Sprintf("%s%d", sh.prefix, i)
+					m := in.take(t, sh.topic, func(m msg) bool { return m.payload["clientToken"] == tok })
+					if v := num(m.payload["version"]); v != float64(i+1) {
+						t.Errorf("%s: request %s got version %v, want %d: served out of order", sh.topic, tok, v, i+1)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
