@@ -44,11 +44,10 @@ type ReasonError struct {
 }
 
 func (e *ReasonError) Error() string {
-	who := "local"
-	if e.Remote {
-		who = "peer"
+	s := fmt.Sprint(e.Reason)
+	if e.kind != nil {
+		s = fmt.Sprintf("%v: %s", e.kind, e.Reason)
 	}
-	s := fmt.Sprintf("%v: %s (%s)", e.kind, e.Reason, who)
 	if e.Message != "" {
 		s += ": " + e.Message
 	}

@@ -267,7 +267,7 @@ func (r *Relay) Open(ctx context.Context, req OpenRequest) (*Session, error) {
 			r.cfg.Audit.Audit(ev)
 			r.metrics.sessions.WithLabelValues("refused").Inc()
 			log.Info("tunnel session refused by device", "target", req.Target, "reason", f.Reason, "message", f.Message)
-			return nil, fmt.Errorf("%w: %s: %w", ErrRejected, rej.Reason, rej)
+			return nil, fmt.Errorf("%w: %w", ErrRejected, rej)
 		}
 	case <-ts.Done():
 		r.metrics.sessions.WithLabelValues("no_answer").Inc()
