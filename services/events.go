@@ -13,6 +13,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	eventv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/event/v1"
+	"github.com/lastmile-dm/lastmile/tunnel/snmprelay"
 )
 
 // eventServer implements EventService on the event bus.
@@ -101,6 +102,12 @@ func eventToProto(ev event.Event) *eventv1.Event {
 		j := ev.Job
 		out.Detail = &eventv1.Event_JobProgress{JobProgress: &eventv1.JobProgressEvent{Kind: j.Kind, JobId: j.ID, State: j.State,
 			Reason: j.Reason, Profile: j.Profile, Version: j.Version}}
+	case ev.Trap != nil:
+		te := &eventv1.TrapEvent{Source: ev.Trap.Source}
+		for _, v := range ev.Trap.Vars {
+			te.Varbinds = append(te.Varbinds, varbindToProto(snmprelay.Var(v)))
+		}
+		out.Detail = &eventv1.Event_Trap{Trap: te}
 	}
 	return out
 }

@@ -95,6 +95,7 @@ snmp_proxy:
 		t.Fatalf("snmpd did not take the SET: %s", out)
 	}
 
+	events := pl.watchEvents(t, "--device", id, "--type", "trap", "-o", "json")
 	if out, ok := snmptest.Tool(t, "snmptrap", "-v2c", "-c", "public", trapPort, "", "1.3.6.1.6.3.1.1.5.3",
 		"1.3.6.1.2.1.2.2.1.1.1", "i", "1"); !ok {
 		t.Fatal(out)
@@ -107,6 +108,12 @@ snmp_proxy:
 	case <-time.After(20 * time.Second):
 		t.Fatal("no trap reached the OSS receiver")
 	}
+	// The trap is on the event stream too, with its varbinds.
+	waitFor(t, 10*time.Second, "the trap event", func() bool {
+		out := events.String()
+		return strings.Contains(out, `"EVENT_TYPE_TRAP"`) && strings.Contains(out, "1.3.6.1.2.1.2.2.1.1.1") &&
+			strings.Contains(out, `"device_id":"`+id+`"`)
+	})
 	a.stop(t)
 }
 

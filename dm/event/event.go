@@ -55,6 +55,7 @@ type Event struct {
 	Shadow    *Shadow
 	Command   *Command
 	Job       *Job
+	Trap      *Trap
 }
 
 // Presence is a connect or disconnect.
@@ -112,6 +113,33 @@ const (
 	// JobConfig is a config push rollout (docs/config-push.md).
 	JobConfig = "config"
 )
+
+// Trap is an SNMP trap a device's agent received and forwarded.
+type Trap struct {
+	// Source is the address the trap came from on the device's side (the
+	// gateway's LAN), as the agent saw it.
+	Source string
+	// Vars are the trap's varbinds as received (sysUpTime.0 and
+	// snmpTrapOID.0 first).
+	Vars []TrapVar
+}
+
+// TrapVar is one varbind. Type is the ASN.1 tag; the value is in the field
+// its type uses (the same layout as the SNMP relay's messages).
+type TrapVar struct {
+	OID   string
+	Type  byte
+	Int   int64
+	Uint  uint64
+	Bytes []byte
+	Str   string
+	Float float64
+}
+
+// TrapReceived returns the event of an SNMP trap a device forwarded.
+func TrapReceived(deviceID string, t Trap) Event {
+	return Event{Type: TypeTrap, DeviceID: deviceID, Trap: &t}
+}
 
 // Job is one device's progress in a job.
 type Job struct {

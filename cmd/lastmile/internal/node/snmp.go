@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/lastmile-dm/lastmile/dm/event"
+
 	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/proxy"
 )
 
@@ -11,8 +13,7 @@ import (
 // traps travel through the broker's in-process platform messaging.
 
 // newSNMP builds the proxy, or returns nil when snmp.enabled is false.
-// Devices' traps go to the configured receivers; the event stream takes
-// them too once it calls n.snmp.SetTrapSink.
+// Devices' traps go to the configured receivers and on the event stream.
 func (n *Node) newSNMP(logger *slog.Logger) (*proxy.Proxy, error) {
 	c := n.cfg.SNMP
 	if !c.Enabled {
@@ -21,7 +22,21 @@ func (n *Node) newSNMP(logger *slog.Logger) (*proxy.Proxy, error) {
 	return proxy.New(proxy.Config{PubSub: brokerPubSub{n.broker}, Connected: n.broker.Connected,
 		ReadCommunity: c.ReadCommunity, WriteCommunity: c.WriteCommunity, Timeout: c.Timeout,
 		TrapReceivers: c.Receivers(), TrapCommunity: c.TrapCommunity, TrapDeviceOID: c.TrapDeviceOID,
-		Registerer: n.metrics, Logger: logger})
+		TrapSink: trapEvents{n.events}, Registerer: n.metrics, Logger: logger})
+}
+
+// trapEvents puts every device trap on the event stream.
+type trapEvents struct{ bus *event.Bus }
+
+func (t trapEvents) Trap(dt proxy.DeviceTrap) {
+	if t.bus == nil {
+		return
+	}
+	ev := event.Trap{Source: dt.Source, Vars: make([]event.TrapVar, 0, len(dt.Vars))}
+	for _, v := range dt.Vars {
+		ev.Vars = append(ev.Vars, event.TrapVar(v))
+	}
+	t.bus.Publish(event.TrapReceived(dt.DeviceID, ev))
 }
 
 // listenSNMP starts the proxy's UDP listener when snmp.listen is set and

@@ -7,6 +7,7 @@
 package eventv1
 
 import (
+	v1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/snmp/v1"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -229,6 +230,7 @@ type Event struct {
 	//	*Event_Shadow
 	//	*Event_CommandResult
 	//	*Event_JobProgress
+	//	*Event_Trap
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -344,6 +346,15 @@ func (x *Event) GetJobProgress() *JobProgressEvent {
 	return nil
 }
 
+func (x *Event) GetTrap() *TrapEvent {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Trap); ok {
+			return x.Trap
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -368,6 +379,10 @@ type Event_JobProgress struct {
 	JobProgress *JobProgressEvent `protobuf:"bytes,14,opt,name=job_progress,json=jobProgress,proto3,oneof"`
 }
 
+type Event_Trap struct {
+	Trap *TrapEvent `protobuf:"bytes,15,opt,name=trap,proto3,oneof"`
+}
+
 func (*Event_Presence) isEvent_Detail() {}
 
 func (*Event_Telemetry) isEvent_Detail() {}
@@ -377,6 +392,8 @@ func (*Event_Shadow) isEvent_Detail() {}
 func (*Event_CommandResult) isEvent_Detail() {}
 
 func (*Event_JobProgress) isEvent_Detail() {}
+
+func (*Event_Trap) isEvent_Detail() {}
 
 type PresenceEvent struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -811,11 +828,67 @@ func (x *JobProgressEvent) GetVersion() int64 {
 	return 0
 }
 
+// TrapEvent is an SNMP trap a device's agent received on its LAN side and
+// forwarded (docs/snmp.md).
+type TrapEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the trap came from, as the agent saw it.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The trap's varbinds as received (sysUpTime.0 and snmpTrapOID.0 first).
+	Varbinds      []*v1.Varbind `protobuf:"bytes,2,rep,name=varbinds,proto3" json:"varbinds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrapEvent) Reset() {
+	*x = TrapEvent{}
+	mi := &file_lastmile_event_v1_event_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrapEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrapEvent) ProtoMessage() {}
+
+func (x *TrapEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_event_v1_event_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrapEvent.ProtoReflect.Descriptor instead.
+func (*TrapEvent) Descriptor() ([]byte, []int) {
+	return file_lastmile_event_v1_event_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TrapEvent) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TrapEvent) GetVarbinds() []*v1.Varbind {
+	if x != nil {
+		return x.Varbinds
+	}
+	return nil
+}
+
 var File_lastmile_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1dlastmile/event/v1/event.proto\x12\x11lastmile.event.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n" +
+	"\x1dlastmile/event/v1/event.proto\x12\x11lastmile.event.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blastmile/snmp/v1/snmp.proto\"\x88\x01\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"device_ids\x18\x01 \x03(\tR\tdeviceIds\x12%\n" +
@@ -823,7 +896,7 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\x05types\x18\x03 \x03(\x0e2\x1c.lastmile.event.v1.EventTypeR\x05types\"Y\n" +
 	"\rWatchResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\bR\acreated\x12.\n" +
-	"\x05event\x18\x02 \x01(\v2\x18.lastmile.event.v1.EventR\x05event\"\xf9\x03\n" +
+	"\x05event\x18\x02 \x01(\v2\x18.lastmile.event.v1.EventR\x05event\"\xad\x04\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x120\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1c.lastmile.event.v1.EventTypeR\x04type\x12\x1b\n" +
@@ -834,7 +907,8 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\ttelemetry\x18\v \x01(\v2!.lastmile.event.v1.TelemetryEventH\x00R\ttelemetry\x128\n" +
 	"\x06shadow\x18\f \x01(\v2\x1e.lastmile.event.v1.ShadowEventH\x00R\x06shadow\x12N\n" +
 	"\x0ecommand_result\x18\r \x01(\v2%.lastmile.event.v1.CommandResultEventH\x00R\rcommandResult\x12H\n" +
-	"\fjob_progress\x18\x0e \x01(\v2#.lastmile.event.v1.JobProgressEventH\x00R\vjobProgressB\b\n" +
+	"\fjob_progress\x18\x0e \x01(\v2#.lastmile.event.v1.JobProgressEventH\x00R\vjobProgress\x122\n" +
+	"\x04trap\x18\x0f \x01(\v2\x1c.lastmile.event.v1.TrapEventH\x00R\x04trapB\b\n" +
 	"\x06detail\"\xc2\x01\n" +
 	"\rPresenceEvent\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x16\n" +
@@ -869,7 +943,10 @@ const file_lastmile_event_v1_event_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\aprofile\x18\x05 \x01(\tR\aprofile\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion*\xe7\x01\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\"Z\n" +
+	"\tTrapEvent\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x125\n" +
+	"\bvarbinds\x18\x02 \x03(\v2\x19.lastmile.snmp.v1.VarbindR\bvarbinds*\xe7\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_TYPE_PRESENCE\x10\x01\x12\x18\n" +
@@ -895,7 +972,7 @@ func file_lastmile_event_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_lastmile_event_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lastmile_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_lastmile_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_lastmile_event_v1_event_proto_goTypes = []any{
 	(EventType)(0),                // 0: lastmile.event.v1.EventType
 	(*WatchRequest)(nil),          // 1: lastmile.event.v1.WatchRequest
@@ -906,31 +983,35 @@ var file_lastmile_event_v1_event_proto_goTypes = []any{
 	(*ShadowEvent)(nil),           // 6: lastmile.event.v1.ShadowEvent
 	(*CommandResultEvent)(nil),    // 7: lastmile.event.v1.CommandResultEvent
 	(*JobProgressEvent)(nil),      // 8: lastmile.event.v1.JobProgressEvent
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 10: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*TrapEvent)(nil),             // 9: lastmile.event.v1.TrapEvent
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 11: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*v1.Varbind)(nil),            // 13: lastmile.snmp.v1.Varbind
 }
 var file_lastmile_event_v1_event_proto_depIdxs = []int32{
 	0,  // 0: lastmile.event.v1.WatchRequest.types:type_name -> lastmile.event.v1.EventType
 	3,  // 1: lastmile.event.v1.WatchResponse.event:type_name -> lastmile.event.v1.Event
 	0,  // 2: lastmile.event.v1.Event.type:type_name -> lastmile.event.v1.EventType
-	9,  // 3: lastmile.event.v1.Event.time:type_name -> google.protobuf.Timestamp
+	10, // 3: lastmile.event.v1.Event.time:type_name -> google.protobuf.Timestamp
 	4,  // 4: lastmile.event.v1.Event.presence:type_name -> lastmile.event.v1.PresenceEvent
 	5,  // 5: lastmile.event.v1.Event.telemetry:type_name -> lastmile.event.v1.TelemetryEvent
 	6,  // 6: lastmile.event.v1.Event.shadow:type_name -> lastmile.event.v1.ShadowEvent
 	7,  // 7: lastmile.event.v1.Event.command_result:type_name -> lastmile.event.v1.CommandResultEvent
 	8,  // 8: lastmile.event.v1.Event.job_progress:type_name -> lastmile.event.v1.JobProgressEvent
-	10, // 9: lastmile.event.v1.TelemetryEvent.json:type_name -> google.protobuf.Value
-	10, // 10: lastmile.event.v1.ShadowEvent.state:type_name -> google.protobuf.Value
-	10, // 11: lastmile.event.v1.CommandResultEvent.payload:type_name -> google.protobuf.Value
-	11, // 12: lastmile.event.v1.CommandResultEvent.duration:type_name -> google.protobuf.Duration
-	1,  // 13: lastmile.event.v1.EventService.Watch:input_type -> lastmile.event.v1.WatchRequest
-	2,  // 14: lastmile.event.v1.EventService.Watch:output_type -> lastmile.event.v1.WatchResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 9: lastmile.event.v1.Event.trap:type_name -> lastmile.event.v1.TrapEvent
+	11, // 10: lastmile.event.v1.TelemetryEvent.json:type_name -> google.protobuf.Value
+	11, // 11: lastmile.event.v1.ShadowEvent.state:type_name -> google.protobuf.Value
+	11, // 12: lastmile.event.v1.CommandResultEvent.payload:type_name -> google.protobuf.Value
+	12, // 13: lastmile.event.v1.CommandResultEvent.duration:type_name -> google.protobuf.Duration
+	13, // 14: lastmile.event.v1.TrapEvent.varbinds:type_name -> lastmile.snmp.v1.Varbind
+	1,  // 15: lastmile.event.v1.EventService.Watch:input_type -> lastmile.event.v1.WatchRequest
+	2,  // 16: lastmile.event.v1.EventService.Watch:output_type -> lastmile.event.v1.WatchResponse
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_event_v1_event_proto_init() }
@@ -944,6 +1025,7 @@ func file_lastmile_event_v1_event_proto_init() {
 		(*Event_Shadow)(nil),
 		(*Event_CommandResult)(nil),
 		(*Event_JobProgress)(nil),
+		(*Event_Trap)(nil),
 	}
 	file_lastmile_event_v1_event_proto_msgTypes[4].OneofWrappers = []any{
 		(*TelemetryEvent_Json)(nil),
@@ -955,7 +1037,7 @@ func file_lastmile_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_event_v1_event_proto_rawDesc), len(file_lastmile_event_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
