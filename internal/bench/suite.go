@@ -36,6 +36,7 @@ var Standard = []Case{
 	{"reconnect-storm 2000", "reconnect-storm", Params{Devices: 2000, Sources: 8}},
 	// lastmile only: mosquitto has no shadows, so no ratio.
 	{"shadow 1000x1 flat out", "shadow", Params{Devices: 1000, Window: 1, Duration: 5 * time.Second, Sources: 8}},
+	{"tunnel 4x2s", "tunnel", Params{Duration: 2 * time.Second}},
 }
 
 // SuiteConfig says what a suite runs against.

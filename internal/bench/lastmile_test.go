@@ -25,15 +25,13 @@ func buildLastmile(t *testing.T, dir string) string {
 	return bin
 }
 
-// TestShadowScenario runs the shadow scenario small against a real
-// lastmile on each store and checks that what it measured adds up: every
-// update sent was answered and accepted, and the devices' shadows are at
-// the versions their accepted updates make.
-func TestShadowScenario(t *testing.T) {
+// TestLastmileScenarios runs the lastmile-only scenarios small against a
+// real lastmile built from this tree (shadow on each store).
+func TestLastmileScenarios(t *testing.T) {
 	t.Parallel()
 	bin := buildLastmile(t, t.TempDir())
 	for _, store := range []string{"embedded", "redis"} {
-		t.Run(store, func(t *testing.T) {
+		t.Run("shadow-"+store, func(t *testing.T) {
 			t.Parallel()
 			l := &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")}
 			if store == "redis" {
@@ -41,6 +39,41 @@ func TestShadowScenario(t *testing.T) {
 			}
 			testShadow(t, l)
 		})
+	}
+	t.Run("tunnel", func(t *testing.T) {
+		t.Parallel()
+		testTunnel(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")})
+	})
+}
+
+func figures(r Result) map[string]float64 {
+	fig := map[string]float64{}
+	for _, f := range r.Figures {
+		fig[f.Name] = f.Value
+	}
+	return fig
+}
+
+// testTunnel: bytes and round trips went through the tunnel and directly,
+// and the figures are consistent.
+func testTunnel(t *testing.T, l *Lastmile) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := Case{"tunnel", "tunnel", Params{Duration: 300 * time.Millisecond}}
+	if err := Provision(ctx, []Target{l}, []Case{c}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := RunOnce(ctx, l, c, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(brief(r))
+	fig := figures(r)
+	if fig["upload_tunnel"] <= 0 || fig["upload_direct"] <= 0 || fig["round_trips_tunnel"] < 1 {
+		t.Fatalf("figures: %+v", r.Figures)
+	}
+	if fig["rtt_tunnel_p50"] <= 0 || fig["rtt_tunnel_p99"] < fig["rtt_tunnel_p50"] || fig["rtt_direct_p99"] < fig["rtt_direct_p50"] {
+		t.Fatalf("implausible round trips: %+v", r.Figures)
 	}
 }
 
@@ -55,10 +88,7 @@ func testShadow(t *testing.T, l *Lastmile) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fig := map[string]float64{}
-	for _, f := range r.Figures {
-		fig[f.Name] = f.Value
-	}
+	fig := figures(r)
 	t.Log(brief(r))
 	if fig["accepted"] <= 0 || fig["rejected"] != 0 || fig["unanswered"] != 0 || fig["updates"] <= 0 {
 		t.Fatalf("figures: %+v", r.Figures)
