@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -44,6 +45,37 @@ func TestLastmileScenarios(t *testing.T) {
 		t.Parallel()
 		testTunnel(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")})
 	})
+	t.Run("snmp", func(t *testing.T) {
+		t.Parallel()
+		if _, err := os.Stat(SNMPDBinary); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("snmpd is required: make test-deps")
+			}
+			t.Skip("snmpd not installed (make test-deps)")
+		}
+		testSNMP(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")})
+	})
+}
+
+// testSNMP: GETs went through the proxy and directly, and the figures
+// are consistent.
+func testSNMP(t *testing.T, l *Lastmile) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := Case{"snmp", "snmp", Params{Duration: 300 * time.Millisecond}}
+	if err := Provision(ctx, []Target{l}, []Case{c}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := RunOnce(ctx, l, c, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(brief(r))
+	fig := figures(r)
+	if fig["gets_proxy"] < 1 || fig["get_proxy_p50"] <= 0 || fig["get_proxy_p99"] < fig["get_proxy_p50"] ||
+		fig["get_direct_p50"] <= 0 || fig["get_direct_p99"] < fig["get_direct_p50"] {
+		t.Fatalf("figures: %+v", r.Figures)
+	}
 }
 
 func figures(r Result) map[string]float64 {

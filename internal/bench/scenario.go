@@ -53,8 +53,8 @@ type Env struct {
 	Log    io.Writer
 }
 
-// Scenario is one bounded load pattern. Later scenarios (shadow, tunnel,
-// SNMP) register themselves the same way.
+// Scenario is one bounded load pattern; each registers itself with
+// Register from an init function.
 type Scenario struct {
 	Name string
 	Help string

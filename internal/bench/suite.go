@@ -37,6 +37,7 @@ var Standard = []Case{
 	// lastmile only: mosquitto has no shadows, so no ratio.
 	{"shadow 1000x1 flat out", "shadow", Params{Devices: 1000, Window: 1, Duration: 5 * time.Second, Sources: 8}},
 	{"tunnel 4x2s", "tunnel", Params{Duration: 2 * time.Second}},
+	{"snmp get 2x2s", "snmp", Params{Duration: 2 * time.Second}},
 }
 
 // SuiteConfig says what a suite runs against.
