@@ -109,6 +109,9 @@ func run(args []string) error {
 			t = mq
 		}
 		c := bench.Case{Name: *scenario, Scenario: *scenario, Params: p}
+		if s, ok := bench.Lookup(*scenario); ok && !s.Applies(t) {
+			return fmt.Errorf("scenario %s on %s: %w (lastmile only)", *scenario, t.Name(), bench.ErrNotApplicable)
+		}
 		if err := bench.Provision(ctx, []bench.Target{t}, []bench.Case{c}); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -52,14 +53,31 @@ type Env struct {
 	Log    io.Writer
 }
 
-// Scenario is one bounded load pattern. Later scenarios (shadow, tunnel,
-// SNMP) register themselves the same way.
+// Scenario is one bounded load pattern; each registers itself with
+// Register from an init function.
 type Scenario struct {
 	Name string
 	Help string
 	// Devices returns how many devices Params need provisioned.
 	Devices func(Params) int
 	Run     func(ctx context.Context, env Env, p Params) (Result, error)
+	// LastmileOnly marks a scenario that exercises lastmile's own
+	// features (shadows, tunnels, SNMP): other targets are skipped with a
+	// note, and it has no ratio.
+	LastmileOnly bool
+}
+
+// ErrNotApplicable is returned by RunOnce for a lastmile-only scenario on
+// another target.
+var ErrNotApplicable = errors.New("scenario not applicable to this target")
+
+// Applies reports whether the scenario can run against t.
+func (s Scenario) Applies(t Target) bool {
+	if !s.LastmileOnly {
+		return true
+	}
+	_, ok := t.(*Lastmile)
+	return ok
 }
 
 var (

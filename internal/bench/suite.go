@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -33,6 +34,10 @@ var Standard = []Case{
 	{"fanout qos0 1->1000 at 20/s", "fanout", Params{Subs: 1000, QoS: 0, Rate: 20, Duration: 5 * time.Second, Payload: 64, Sources: 8}},
 	{"durable qos1 1000x5/s ->2", "fanin", Params{Devices: 1000, Subs: 2, QoS: 1, Rate: 5000, Duration: 5 * time.Second, Payload: 64, Sources: 8, Window: 4, Persistent: true}},
 	{"reconnect-storm 2000", "reconnect-storm", Params{Devices: 2000, Sources: 8}},
+	// lastmile only: mosquitto has no shadows, so no ratio.
+	{"shadow 1000x1 flat out", "shadow", Params{Devices: 1000, Window: 1, Duration: 5 * time.Second, Sources: 8}},
+	{"tunnel 4x2s", "tunnel", Params{Duration: 2 * time.Second}},
+	{"snmp get 2x2s", "snmp", Params{Duration: 2 * time.Second}},
 }
 
 // SuiteConfig says what a suite runs against.
@@ -70,6 +75,9 @@ type Report struct {
 	Targets    []string  `json:"targets"`
 	Rows       []Row     `json:"rows"`
 	Errors     []string  `json:"errors,omitempty"`
+	// Notes say which cases were skipped on a target (lastmile-only
+	// scenarios on mosquitto).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // RunOnce starts target, runs one case and stops the target: every run
@@ -78,6 +86,9 @@ func RunOnce(ctx context.Context, t Target, c Case, log io.Writer) (Result, erro
 	s, ok := Lookup(c.Scenario)
 	if !ok {
 		return Result{}, fmt.Errorf("unknown scenario %q", c.Scenario)
+	}
+	if !s.Applies(t) {
+		return Result{}, fmt.Errorf("%s on %s: %w (lastmile only)", c.Scenario, t.Name(), ErrNotApplicable)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := t.Start(sctx)
@@ -140,6 +151,14 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 			}
 			for _, t := range order {
 				res, err := RunOnce(ctx, t, c, cfg.Log)
+				if errors.Is(err, ErrNotApplicable) {
+					if run == 0 {
+						note := fmt.Sprintf("%s: lastmile only, not run on %s, no ratio", c.Name, t.Name())
+						rep.Notes = append(rep.Notes, note)
+						fmt.Fprintln(cfg.Log, "  skipped:", note)
+					}
+					continue
+				}
 				if err != nil {
 					msg := fmt.Sprintf("%s on %s, run %d: %v", c.Name, t.Name(), run+1, err)
 					rep.Errors = append(rep.Errors, msg)
@@ -251,6 +270,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintln(tw, line)
 	}
 	_ = tw.Flush()
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
 	for _, e := range rep.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}

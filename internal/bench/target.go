@@ -89,9 +89,9 @@ type proc struct {
 // startProc runs the broker binary the operator named.
 //
 //nolint:gosec // G204: the binary under test, chosen on the command line
-func startProc(name string, args []string, onLine func(string)) (*proc, error) {
+func startProc(name string, args, env []string, onLine func(string)) (*proc, error) {
 	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), onLine: onLine}
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	// The broker dies with the harness, however the harness ends.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
@@ -172,11 +172,26 @@ type Lastmile struct {
 	DataDir string
 	Extra   []string // more serve flags, e.g. --store redis
 
-	p     *proc
-	mu    sync.Mutex
-	addrs map[string]string
-	token string
-	creds *Creds
+	p        *proc
+	mu       sync.Mutex
+	addrs    map[string]string
+	token    string
+	creds    *Creds
+	snmpAddr string
+}
+
+// SNMPCommunity is the read community of lastmile's SNMP proxy in the
+// bench ("bench@<device>" reaches a device).
+const SNMPCommunity = "bench"
+
+// freeUDPPort asks the kernel for a free loopback UDP port.
+func freeUDPPort() (int, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
 var bootstrapRe = regexp.MustCompile(`export LASTMILE_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
@@ -190,7 +205,17 @@ func (l *Lastmile) Start(ctx context.Context) error {
 	l.mu.Lock()
 	l.addrs = nil
 	l.mu.Unlock()
-	p, err := startProc(l.Binary, args, l.line)
+	// The SNMP proxy listens for the snmp scenario, with read community
+	// SNMPCommunity; an idle UDP socket costs the other scenarios nothing.
+	udp, err := freeUDPPort()
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.snmpAddr = fmt.Sprintf("127.0.0.1:%d", udp)
+	l.mu.Unlock()
+	env := []string{"LASTMILE_SNMP_LISTEN=" + l.snmpAddr, "LASTMILE_SNMP_READ_COMMUNITY=" + SNMPCommunity}
+	p, err := startProc(l.Binary, args, env, l.line)
 	if err != nil {
 		return err
 	}
@@ -372,7 +397,7 @@ log_type warning
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			return err
 		}
-		p, err := startProc(m.Binary, []string{"-c", conf}, nil)
+		p, err := startProc(m.Binary, []string{"-c", conf}, nil, nil)
 		if err != nil {
 			return err
 		}
