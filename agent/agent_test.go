@@ -21,6 +21,7 @@ import (
 	"github.com/lastmile-dm/lastmile/agent/state"
 	"github.com/lastmile-dm/lastmile/dm/topic"
 	"github.com/lastmile-dm/lastmile/internal/netem"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 // mosquitto starts a real broker on a free port.
@@ -58,13 +59,7 @@ func mosquitto(t *testing.T) string {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, "the condition", cond)
 }
 
 // testContract is a command contract for these tests only: requests on

@@ -15,6 +15,7 @@ import (
 	"github.com/lastmile-dm/lastmile/agent/config"
 	"github.com/lastmile-dm/lastmile/agent/conn"
 	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 // control stands in for the Agent's connection settings.
@@ -116,13 +117,7 @@ func serverDoc(addr string) string {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
 
 func TestConfigPushConfirmed(t *testing.T) {

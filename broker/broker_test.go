@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/broker"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 )
 
@@ -148,13 +149,7 @@ func start(t *testing.T, dir string, mod func(*broker.Config)) *harness {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, what, cond)
 }
 
 // client5 is an MQTT 5 client that collects what it receives.

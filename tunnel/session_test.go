@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 // pair connects two sessions back to back in memory: what one sends the
@@ -51,13 +53,7 @@ func pair(t *testing.T, window uint32) (initiator, acceptor *Session, accepted c
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }
 
 // TestSlowReaderBoundsMemory: in each direction, a reader that does not

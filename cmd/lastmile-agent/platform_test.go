@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 var platformBin, agentBin, lmctlBin string
@@ -314,13 +316,7 @@ func (pl *platform) subscribe(t *testing.T, app, filter string) *telemetry {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, what, cond)
 }
 
 // agentConfig writes an agent configuration file.

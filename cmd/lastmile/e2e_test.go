@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 var binary string
@@ -191,13 +193,7 @@ func (s *server) stop(sig syscall.Signal, within time.Duration) error {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, what, cond)
 }
 
 // api calls the REST API and decodes the JSON answer into a map.

@@ -16,6 +16,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/command"
 	"github.com/lastmile-dm/lastmile/dm/event"
 	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 )
 
 // loop is an in-memory stand-in for the broker and one device per ID: the
@@ -263,13 +264,7 @@ func TestPendingBounds(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the condition", cond)
 }
 
 func counter(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/broker"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -468,13 +469,7 @@ func TestOpenValidation(t *testing.T) {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }
 
 func TestDeviceWithoutEndpointDoesNotAnswer(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lastmile-dm/lastmile/cmd/lastmile/internal/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
+	"github.com/lastmile-dm/lastmile/internal/poll"
 	"github.com/lastmile-dm/lastmile/internal/redistest"
 )
 
@@ -237,11 +238,5 @@ func connectV3(t *testing.T, addr, id, secret string) paho3.Client {
 // eventually polls cond until it holds or 20 s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }
