@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -162,18 +163,14 @@ func devicesList(c *cli, args []string, stderr io.Writer) error {
 		return usagef("--online must be yes or no")
 	}
 	all := &devicev1.ListDevicesResponse{}
-	for {
-		ctx, cancel := c.ctx()
+	err = c.pages(func(ctx context.Context, token string) (string, bool, error) {
+		req.PageToken = token
 		resp, err := c.devices().ListDevices(ctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
 		all.Devices = append(all.Devices, resp.GetDevices()...)
-		if resp.GetNextPageToken() == "" || (*limit > 0 && len(all.Devices) >= *limit) {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return resp.GetNextPageToken(), *limit > 0 && len(all.Devices) >= *limit, err
+	})
+	if err != nil {
+		return err
 	}
 	if *limit > 0 && len(all.Devices) > *limit {
 		all.Devices = all.Devices[:*limit]
@@ -344,18 +341,14 @@ func tokensList(c *cli, args []string, stderr io.Writer) error {
 	}
 	out := &accessv1.ListTokensResponse{}
 	req := &accessv1.ListTokensRequest{PageSize: 500, ShowInactive: *all}
-	for {
-		ctx, cancel := c.ctx()
+	err := c.pages(func(ctx context.Context, token string) (string, bool, error) {
+		req.PageToken = token
 		resp, err := c.tokens().ListTokens(ctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
 		out.Tokens = append(out.Tokens, resp.GetTokens()...)
-		if resp.GetNextPageToken() == "" {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return resp.GetNextPageToken(), false, err
+	})
+	if err != nil {
+		return err
 	}
 	return c.emit(out, tokenHeader, tokenRows(out.Tokens...))
 }

@@ -155,6 +155,21 @@ func (c *cli) ctx() (context.Context, context.CancelFunc) {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token), cancel
 }
 
+// pages calls page with each page token of a list ("" first), each call
+// with its own deadline, until page returns no next token or stop.
+func (c *cli) pages(page func(ctx context.Context, token string) (next string, stop bool, err error)) error {
+	token := ""
+	for {
+		ctx, cancel := c.ctx()
+		next, stop, err := page(ctx, token)
+		cancel()
+		if err != nil || next == "" || stop {
+			return err
+		}
+		token = next
+	}
+}
+
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }

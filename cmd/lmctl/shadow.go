@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -157,19 +158,15 @@ func shadowList(c *cli, args []string, stderr io.Writer) error {
 	}
 	all := &shadowv1.ListNamedShadowsResponse{}
 	req := &shadowv1.ListNamedShadowsRequest{DeviceId: id, PageSize: 1000}
-	for {
-		ctx, cancel := c.ctx()
+	err = c.pages(func(ctx context.Context, token string) (string, bool, error) {
+		req.PageToken = token
 		resp, err := c.shadows().ListNamedShadows(ctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
-		all.Classic = resp.GetClassic()
+		all.Classic = all.Classic || resp.GetClassic()
 		all.Names = append(all.Names, resp.GetNames()...)
-		if resp.GetNextPageToken() == "" {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return resp.GetNextPageToken(), false, err
+	})
+	if err != nil {
+		return err
 	}
 	var rows [][]string
 	if all.GetClassic() {
@@ -197,18 +194,14 @@ func shadowQuery(c *cli, args []string, stderr io.Writer) error {
 	}
 	req := &shadowv1.QueryDevicesRequest{Filter: *filter, ShadowName: *name, PageSize: 500}
 	all := &shadowv1.QueryDevicesResponse{}
-	for {
-		ctx, cancel := c.ctx()
+	err = c.pages(func(ctx context.Context, token string) (string, bool, error) {
+		req.PageToken = token
 		resp, err := c.shadows().QueryDevices(ctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
 		all.Devices = append(all.Devices, resp.GetDevices()...)
-		if resp.GetNextPageToken() == "" || (*limit > 0 && len(all.Devices) >= *limit) {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return resp.GetNextPageToken(), *limit > 0 && len(all.Devices) >= *limit, err
+	})
+	if err != nil {
+		return err
 	}
 	if *limit > 0 && len(all.Devices) > *limit {
 		all.Devices = all.Devices[:*limit]

@@ -183,18 +183,14 @@ func tunnelList(c *cli, args []string, stderr io.Writer) error {
 	}
 	req := &tunnelv1.ListTunnelsRequest{DeviceId: *device, PageSize: 1000}
 	all := &tunnelv1.ListTunnelsResponse{}
-	for {
-		ctx, cancel := c.ctx()
+	err = c.pages(func(ctx context.Context, token string) (string, bool, error) {
+		req.PageToken = token
 		resp, err := c.tunnels().ListTunnels(ctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
 		all.Tunnels = append(all.Tunnels, resp.GetTunnels()...)
-		if resp.GetNextPageToken() == "" {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return resp.GetNextPageToken(), false, err
+	})
+	if err != nil {
+		return err
 	}
 	return c.emit(all, tunnelHeader, tunnelRows(all.Tunnels...))
 }
