@@ -1,6 +1,7 @@
 // Command lmbench is lastmile's load generator: it runs the scenarios of
-// internal/bench against a lastmile binary and against mosquitto, and
-// prints a table with the ratio of the two (see docs/performance.md).
+// internal/bench against a lastmile binary, mosquitto and bare upstream
+// mochi-mqtt, and prints a table with lastmile's ratio to each (see
+// docs/performance.md).
 package main
 
 import (
@@ -21,8 +22,9 @@ import (
 
 const usage = `Usage:
   lmbench list                       scenarios and the standard set
-  lmbench suite [flags]              the standard set against lastmile and mosquitto
+  lmbench suite [flags]              the standard set against lastmile, mosquitto and bare mochi
   lmbench run -scenario NAME [flags] one scenario against one target
+  lmbench mochi-serve -addr HOST:PORT bare upstream mochi-mqtt (the suite's "mochi" target)
 
 Flags:
 `
@@ -39,6 +41,9 @@ func run(args []string) error {
 		fmt.Fprint(os.Stderr, usage)
 		return errors.New("a subcommand is required")
 	}
+	if args[0] == "mochi-serve" {
+		return mochiServe(args[1:])
+	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	lastmileBin := fs.String("lastmile-bin", "bin/lastmile", "lastmile `binary` (make build)")
@@ -48,7 +53,8 @@ func run(args []string) error {
 	runs := fs.Int("runs", 3, "runs per target (suite); medians are reported")
 	jsonOut := fs.String("json", "", "write the report as JSON to `file`")
 	only := fs.String("cases", "", "suite: run only cases whose name contains one of these comma-separated `words`")
-	target := fs.String("target", "lastmile", "run: `lastmile` or mosquitto")
+	target := fs.String("target", "lastmile", "run: `lastmile`, mosquitto or mochi")
+	targets := fs.String("targets", "lastmile,mosquitto,mochi", "suite: comma-separated `targets`, lastmile first; ratios are lastmile/each other")
 	var p bench.Params
 	scenario := fs.String("scenario", "", "run: scenario `name`")
 	fs.IntVar(&p.Devices, "devices", 1000, "run: devices")
@@ -99,14 +105,17 @@ func run(args []string) error {
 	if err := os.MkdirAll(mq.Dir, 0o700); err != nil {
 		return err
 	}
-	if _, err := os.Stat(*lastmileBin); err != nil { //nolint:gosec // G703: the operator names the binary to benchmark
-		return fmt.Errorf("lastmile binary: %w (run make build)", err)
+	if args[0] == "suite" || *target == "lastmile" {
+		if _, err := os.Stat(*lastmileBin); err != nil { //nolint:gosec // G703: the operator names the binary to benchmark
+			return fmt.Errorf("lastmile binary: %w (run make build)", err)
+		}
 	}
 
+	byName := map[string]bench.Target{"lastmile": lm, "mosquitto": mq, "mochi": &bench.Mochi{}}
 	if args[0] == "run" {
-		var t bench.Target = lm
-		if *target == "mosquitto" {
-			t = mq
+		t, ok := byName[*target]
+		if !ok {
+			return fmt.Errorf("-target %q: want lastmile, mosquitto or mochi", *target)
 		}
 		c := bench.Case{Name: *scenario, Scenario: *scenario, Params: p}
 		if s, ok := bench.Lookup(*scenario); ok && !s.Applies(t) {
@@ -136,7 +145,18 @@ func run(args []string) error {
 			}
 		}
 	}
-	rep, err := bench.RunSuite(ctx, bench.SuiteConfig{Targets: []bench.Target{lm, mq}, Cases: cases, Runs: *runs, Log: os.Stderr})
+	var suiteTargets []bench.Target
+	for i, name := range strings.Split(*targets, ",") {
+		t, ok := byName[name]
+		if !ok {
+			return fmt.Errorf("-targets: unknown target %q (lastmile, mosquitto, mochi)", name)
+		}
+		if (i == 0) != (name == "lastmile") {
+			return fmt.Errorf("-targets %q: lastmile must come first, once", *targets)
+		}
+		suiteTargets = append(suiteTargets, t)
+	}
+	rep, err := bench.RunSuite(ctx, bench.SuiteConfig{Targets: suiteTargets, Cases: cases, Runs: *runs, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
@@ -150,4 +170,16 @@ func run(args []string) error {
 		return fmt.Errorf("%d runs failed", len(rep.Errors))
 	}
 	return nil
+}
+
+// mochiServe runs bare mochi until SIGTERM or SIGINT.
+func mochiServe(args []string) error {
+	fs := flag.NewFlagSet("mochi-serve", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:1883", "listen `address`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return bench.ServeMochi(ctx, *addr)
 }

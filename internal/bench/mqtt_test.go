@@ -5,8 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,48 +97,7 @@ func TestScenariosAgainstMosquitto(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cases := []Case{
-		{"connect", "connect", Params{Devices: 20, Sources: 2}},
-		{"fanin", "fanin", Params{Devices: 10, Subs: 2, QoS: 1, Rate: 200, Duration: 500 * time.Millisecond, Payload: 32, Window: 1}},
-		{"fanout", "fanout", Params{Subs: 5, QoS: 0, Rate: 50, Duration: 500 * time.Millisecond, Payload: 32}},
-		{"storm", "reconnect-storm", Params{Devices: 10}},
-	}
-	if err := Provision(ctx, []Target{m}, cases); err != nil {
-		t.Fatal(err)
-	}
-	figure := func(r Result, name string) float64 {
-		for _, f := range r.Figures {
-			if f.Name == name {
-				return f.Value
-			}
-		}
-		t.Fatalf("%s: no figure %s in %+v", r.Scenario, name, r.Figures)
-		return 0
-	}
-	for _, c := range cases {
-		r, err := RunOnce(ctx, m, c, &bytes.Buffer{})
-		if err != nil {
-			t.Fatalf("%s: %v", c.Name, err)
-		}
-		switch c.Scenario {
-		case "connect":
-			if figure(r, "failed") != 0 || figure(r, "connects") <= 0 || figure(r, "rss_per_conn") <= 0 {
-				t.Errorf("connect: %+v", r.Figures)
-			}
-		case "fanin":
-			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") != 0 || figure(r, "p99") <= 0 {
-				t.Errorf("fanin: %+v", r.Figures)
-			}
-		case "fanout":
-			if figure(r, "delivered") <= 0 {
-				t.Errorf("fanout: %+v", r.Figures)
-			}
-		case "reconnect-storm":
-			if figure(r, "reconnected") != 10 || figure(r, "sessions_intact") != 100 {
-				t.Errorf("storm: %+v", r.Figures)
-			}
-		}
-	}
+	runSmallScenarios(ctx, t, m)
 	// A wrong password is refused: the ACL and password files are in force.
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -145,6 +109,77 @@ func TestScenariosAgainstMosquitto(t *testing.T) {
 	}
 }
 
+// TestScenariosAgainstMochi runs the same against bare upstream mochi,
+// started like lmbench starts it: this test binary re-executed as
+// `mochi-serve` (see TestMain).
+func TestScenariosAgainstMochi(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runSmallScenarios(ctx, t, &Mochi{})
+}
+
+// TestMain lets the test binary stand in for lmbench's mochi-serve.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "mochi-serve" && os.Args[2] == "-addr" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err := ServeMochi(ctx, os.Args[3])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
+	t.Helper()
+	cases := []Case{
+		{"connect", "connect", Params{Devices: 20, Sources: 2}},
+		{"fanin", "fanin", Params{Devices: 10, Subs: 2, QoS: 1, Rate: 200, Duration: 500 * time.Millisecond, Payload: 32, Window: 1}},
+		{"fanout", "fanout", Params{Subs: 5, QoS: 0, Rate: 50, Duration: 500 * time.Millisecond, Payload: 32}},
+		{"storm", "reconnect-storm", Params{Devices: 10}},
+	}
+	if err := Provision(ctx, []Target{target}, cases); err != nil {
+		t.Fatal(err)
+	}
+	figure := func(r Result, name string) float64 {
+		for _, f := range r.Figures {
+			if f.Name == name {
+				return f.Value
+			}
+		}
+		t.Fatalf("%s on %s: no figure %s in %+v", r.Scenario, target.Name(), name, r.Figures)
+		return 0
+	}
+	for _, c := range cases {
+		r, err := RunOnce(ctx, target, c, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%s on %s: %v", c.Name, target.Name(), err)
+		}
+		switch c.Scenario {
+		case "connect":
+			if figure(r, "failed") != 0 || figure(r, "connects") <= 0 || figure(r, "rss_per_conn") <= 0 {
+				t.Errorf("connect on %s: %+v", target.Name(), r.Figures)
+			}
+		case "fanin":
+			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") != 0 || figure(r, "p99") <= 0 {
+				t.Errorf("fanin on %s: %+v", target.Name(), r.Figures)
+			}
+		case "fanout":
+			if figure(r, "delivered") <= 0 {
+				t.Errorf("fanout on %s: %+v", target.Name(), r.Figures)
+			}
+		case "reconnect-storm":
+			if figure(r, "reconnected") != 10 || figure(r, "sessions_intact") != 100 {
+				t.Errorf("storm on %s: %+v", target.Name(), r.Figures)
+			}
+		}
+	}
+}
+
 func TestMedian(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -153,6 +188,35 @@ func TestMedian(t *testing.T) {
 	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{7}, 7}} {
 		if got := median(c.in); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// TestRowsThreeTargets: with three targets every other target gets its
+// own ratio column, and a figure missing on one target has no ratio there.
+func TestRowsThreeTargets(t *testing.T) {
+	t.Parallel()
+	targets := []string{"lastmile", "mosquitto", "mochi"}
+	rs := rows("fanin", targets, map[string][]Result{
+		"lastmile":  {{Figures: []Figure{{Name: "delivered", Value: 30}, {Name: "dropped_qos1", Value: 0}}}},
+		"mosquitto": {{Figures: []Figure{{Name: "delivered", Value: 10}}}},
+		"mochi":     {{Figures: []Figure{{Name: "delivered", Value: 20}, {Name: "dropped_qos1", Value: 4}}}},
+	})
+	if len(rs) != 2 {
+		t.Fatalf("rows: %+v", rs)
+	}
+	if rs[0].Ratio != 3 || rs[0].Ratios["mosquitto"] != 3 || rs[0].Ratios["mochi"] != 1.5 {
+		t.Errorf("delivered ratios: %v %v", rs[0].Ratio, rs[0].Ratios)
+	}
+	if !math.IsNaN(rs[1].Ratios["mosquitto"]) || rs[1].Ratios["mochi"] != 0 {
+		t.Errorf("dropped ratios: %v", rs[1].Ratios)
+	}
+	rep := &Report{Targets: targets, Rows: rs}
+	var b strings.Builder
+	rep.WriteTable(&b)
+	for _, want := range []string{"lastmile/mosquitto", "lastmile/mochi", "3.00", "1.50"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
 }

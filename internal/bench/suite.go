@@ -42,7 +42,9 @@ var Standard = []Case{
 
 // SuiteConfig says what a suite runs against.
 type SuiteConfig struct {
-	Targets []Target // two: the ratio is Targets[0] / Targets[1]
+	// Targets[0] is the broker under test; every other target gets a
+	// ratio column Targets[0] / Targets[i].
+	Targets []Target
 	Cases   []Case
 	Runs    int
 	Log     io.Writer
@@ -61,7 +63,10 @@ type Row struct {
 	Unit    string            `json:"unit"`
 	Higher  bool              `json:"higher_is_better"`
 	Targets map[string]Sample `json:"targets"`
-	Ratio   float64           `json:"ratio"`
+	// Ratio is Targets[0] / Targets[1] (NaN when either is missing);
+	// Ratios holds Targets[0] / Targets[i] by the name of target i.
+	Ratio  float64            `json:"ratio"`
+	Ratios map[string]float64 `json:"-"`
 }
 
 // Report is a suite's outcome.
@@ -113,7 +118,7 @@ func Provision(ctx context.Context, targets []Target, cases []Case) error {
 		n = max(n, s.Devices(c.Params))
 	}
 	for _, t := range targets {
-		if _, ok := t.(*Mosquitto); ok {
+		if _, ok := t.(*Lastmile); !ok {
 			if err := t.Provision(ctx, n); err != nil {
 				return fmt.Errorf("provision %s: %w", t.Name(), err)
 			}
@@ -132,8 +137,9 @@ func Provision(ctx context.Context, targets []Target, cases []Case) error {
 	return nil
 }
 
-// RunSuite runs every case Runs times on each target, alternating which
-// target goes first so that drift of a shared machine hits both alike.
+// RunSuite runs every case Runs times on each target, rotating which
+// target goes first (with two: A B, B A, A B) so that drift of a shared
+// machine hits all alike.
 func RunSuite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	rep := &Report{Started: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadBefore: loadAvg(), Runs: cfg.Runs}
 	for _, t := range cfg.Targets {
@@ -146,8 +152,11 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 		results := map[string][]Result{}
 		for run := range cfg.Runs {
 			order := slices.Clone(cfg.Targets)
-			if run%2 == 1 {
+			if len(order) == 2 && run%2 == 1 {
 				slices.Reverse(order)
+			} else if len(order) > 2 {
+				k := run % len(order)
+				order = append(slices.Clone(order[k:]), order[:k]...)
 			}
 			for _, t := range order {
 				res, err := RunOnce(ctx, t, c, cfg.Log)
@@ -220,11 +229,17 @@ func rows(name string, targets []string, results map[string][]Result) []Row {
 			out[i].Targets[t] = s
 		}
 		out[i].Ratio = math.NaN()
-		if len(targets) == 2 {
+		out[i].Ratios = map[string]float64{}
+		for j := 1; j < len(targets); j++ {
+			r := math.NaN()
 			a, okA := out[i].Targets[targets[0]]
-			b, okB := out[i].Targets[targets[1]]
+			b, okB := out[i].Targets[targets[j]]
 			if okA && okB && b.Median != 0 {
-				out[i].Ratio = a.Median / b.Median
+				r = a.Median / b.Median
+			}
+			out[i].Ratios[targets[j]] = r
+			if j == 1 {
+				out[i].Ratio = r
 			}
 		}
 	}
@@ -241,8 +256,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 	for _, t := range rep.Targets {
 		head += t + "\t"
 	}
-	if len(rep.Targets) == 2 {
-		head += rep.Targets[0] + "/" + rep.Targets[1] + "\t"
+	for _, t := range rep.Targets[min(1, len(rep.Targets)):] {
+		head += rep.Targets[0] + "/" + t + "\t"
 	}
 	fmt.Fprintln(tw, head)
 	last := ""
@@ -260,11 +275,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 				line += "-\t"
 			}
 		}
-		if len(rep.Targets) == 2 {
-			if math.IsNaN(r.Ratio) {
+		for _, t := range rep.Targets[min(1, len(rep.Targets)):] {
+			if v, ok := r.Ratios[t]; !ok || math.IsNaN(v) {
 				line += "-\t"
 			} else {
-				line += fmt.Sprintf("%.2f", r.Ratio) + "\t"
+				line += fmt.Sprintf("%.2f", v) + "\t"
 			}
 		}
 		fmt.Fprintln(tw, line)
@@ -288,6 +303,15 @@ func (rep *Report) WriteJSON(path string) error {
 		m := map[string]any{"case": r.Case, "figure": r.Figure, "unit": r.Unit, "higher_is_better": r.Higher, "targets": r.Targets}
 		if !math.IsNaN(r.Ratio) {
 			m["ratio"] = r.Ratio
+		}
+		ratios := map[string]float64{}
+		for t, v := range r.Ratios {
+			if !math.IsNaN(v) {
+				ratios[t] = v
+			}
+		}
+		if len(ratios) > 0 {
+			m["ratios"] = ratios
 		}
 		out.Rows = append(out.Rows, m)
 	}
