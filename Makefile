@@ -37,7 +37,7 @@ test: test-deps ## Run every test with the race detector (real redis-server, mos
 
 BENCH_FLAGS ?= -runs 3
 .PHONY: bench
-bench: ## Load harness: lastmile vs mosquitto, A/B alternating, medians (docs/performance.md).
+bench: ## Load harness: lastmile vs mosquitto and bare mochi, alternating, medians (docs/performance.md).
 	$(GO) build -o $(BIN)/ ./cmd/lastmile ./cmd/lmbench
 	$(BIN)/lmbench suite -lastmile-bin $(BIN)/lastmile -json $(BIN)/bench.json $(BENCH_FLAGS)
 
