@@ -25,6 +25,7 @@ const usage = `Usage:
   lmbench suite [flags]              the standard set against lastmile, mosquitto and bare mochi
   lmbench run -scenario NAME [flags] one scenario against one target
   lmbench mochi-serve -addr HOST:PORT bare upstream mochi-mqtt (the suite's "mochi" target)
+  lmbench connect-worker             internal: a generator process of connect -procs N
 
 Flags:
 `
@@ -41,8 +42,11 @@ func run(args []string) error {
 		fmt.Fprint(os.Stderr, usage)
 		return errors.New("a subcommand is required")
 	}
-	if args[0] == "mochi-serve" {
+	switch args[0] {
+	case "mochi-serve":
 		return mochiServe(args[1:])
+	case "connect-worker": // started by the connect scenario with -procs
+		return bench.RunConnectWorker(os.Stdin, os.Stdout)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
@@ -66,6 +70,7 @@ func run(args []string) error {
 	fs.BoolVar(&p.Persistent, "persistent", false, "run: persistent sessions")
 	fs.IntVar(&p.Sources, "sources", 8, "run: source addresses 127.0.0.1..N")
 	fs.IntVar(&p.Window, "window", 4, "run: QoS 1 publishes unacknowledged per client")
+	fs.IntVar(&p.Procs, "procs", 1, "run: connect: generator processes, each with its own open-file limit")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}

@@ -71,17 +71,53 @@ func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 	}
 	m := startCPU(pid)
 	start := time.Now()
-	clients, failed, err := connectAll(ctx, env, p, p.Devices, connectWidth, true)
+	var (
+		clients []*client
+		failed  int64
+	)
+	if p.Procs > 1 {
+		reps, release, err := connectInWorkers(ctx, env, p, p.Devices)
+		if err != nil {
+			m.stop()
+			return r, err
+		}
+		defer release()
+		// The rate is over the span from the first worker's first dial to
+		// the last worker's last CONNACK.
+		first, last := reps[0].StartNano, reps[0].EndNano
+		var wcpu time.Duration
+		for _, w := range reps {
+			first, last = min(first, w.StartNano), max(last, w.EndNano)
+			failed += w.Failed
+			wcpu += time.Duration(w.CPUNano)
+			if w.FirstError != "" {
+				fmt.Fprintf(env.Log, "  %s: %d connects failed in a worker, first: %s\n", env.Target.Name(), w.Failed, w.FirstError)
+			}
+		}
+		bcpu, gcpu, _ := m.stop()
+		return connectResult(ctx, r, pid, before, p.Devices, failed, time.Duration(last-first), bcpu, gcpu+wcpu)
+	}
+	clients, failed, err = connectAll(ctx, env, p, p.Devices, connectWidth, true)
 	elapsed := time.Since(start)
 	bcpu, gcpu, _ := m.stop()
 	defer closeAll(clients)
 	if err != nil {
 		return r, err
 	}
-	ok := float64(p.Devices) - float64(failed)
+	return connectResult(ctx, r, pid, before, p.Devices, failed, elapsed, bcpu, gcpu)
+}
+
+// connectResult reads the broker's RSS once it has settled and fills in
+// the connect figures.
+func connectResult(ctx context.Context, r Result, pid int, before int64, devices int, failed int64, elapsed, bcpu, gcpu time.Duration) (Result, error) {
+	ok := float64(devices) - float64(failed)
 	// Let the broker settle (a GC cycle, lazily freed buffers) before
 	// reading its RSS.
-	time.Sleep(2 * time.Second)
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
 	after, err := procRSS(pid)
 	if err != nil {
 		return r, err

@@ -119,8 +119,16 @@ func TestScenariosAgainstMochi(t *testing.T) {
 	runSmallScenarios(ctx, t, &Mochi{})
 }
 
-// TestMain lets the test binary stand in for lmbench's mochi-serve.
+// TestMain lets the test binary stand in for lmbench's mochi-serve and
+// connect-worker.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "connect-worker" {
+		if err := RunConnectWorker(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if len(os.Args) > 2 && os.Args[1] == "mochi-serve" && os.Args[2] == "-addr" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		err := ServeMochi(ctx, os.Args[3])
@@ -138,6 +146,7 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 	t.Helper()
 	cases := []Case{
 		{"connect", "connect", Params{Devices: 20, Sources: 2}},
+		{"connect procs", "connect", Params{Devices: 21, Sources: 2, Procs: 3}},
 		{"fanin", "fanin", Params{Devices: 10, Subs: 2, QoS: 1, Rate: 200, Duration: 500 * time.Millisecond, Payload: 32, Window: 1}},
 		{"fanout", "fanout", Params{Subs: 5, QoS: 0, Rate: 50, Duration: 500 * time.Millisecond, Payload: 32}},
 		{"storm", "reconnect-storm", Params{Devices: 10}},
@@ -162,7 +171,7 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 		switch c.Scenario {
 		case "connect":
 			if figure(r, "failed") != 0 || figure(r, "connects") <= 0 || figure(r, "rss_per_conn") <= 0 {
-				t.Errorf("connect on %s: %+v", target.Name(), r.Figures)
+				t.Errorf("%s on %s: %+v", c.Name, target.Name(), r.Figures)
 			}
 		case "fanin":
 			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") != 0 || figure(r, "p99") <= 0 {

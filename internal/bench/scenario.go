@@ -25,6 +25,7 @@ type Params struct {
 	Persistent bool          // clean session false for every client
 	Sources    int           // source addresses 127.0.0.1 … 127.0.0.<Sources>
 	Window     int           // QoS 1 publishes a client may have unacknowledged
+	Procs      int           // connect: generator processes (each its own ~20k open-file limit); <= 1 = this one
 }
 
 // Figure is one measured number.
