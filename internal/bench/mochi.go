@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -62,28 +61,14 @@ func (m *Mochi) Start(ctx context.Context) error {
 		}
 		bin = self
 	}
-	var last error
-	for range 3 { // the free port can be taken between asking and binding
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		p, err := startProc(bin, []string{"mochi-serve", "-addr", addr}, nil, nil)
-		if err != nil {
-			return err
-		}
-		m.p, m.addr = p, addr
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		last = waitDial(wctx, m.addr, p.exited)
-		cancel()
-		if last == nil {
-			return nil
-		}
-		_ = p.stop()
-		last = fmt.Errorf("mochi: %w\n%s", last, p.log())
+	p, addr, err := startOnFreePort(ctx, "mochi", func(port int) (*proc, error) {
+		return startProc(bin, []string{"mochi-serve", "-addr", fmt.Sprintf("127.0.0.1:%d", port)}, nil, nil)
+	})
+	if err != nil {
+		return err
 	}
-	return last
+	m.p, m.addr = p, addr
+	return nil
 }
 
 // ServeMochi runs bare mochi on addr until ctx ends: mqtt.New with its

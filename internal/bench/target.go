@@ -369,12 +369,7 @@ func (m *Mosquitto) Addr() string  { return m.addr }
 func (m *Mosquitto) Creds() *Creds { return m.creds }
 
 func (m *Mosquitto) Start(ctx context.Context) error {
-	var last error
-	for range 3 { // the free port can be taken between asking and binding
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
+	p, addr, err := startOnFreePort(ctx, "mosquitto", func(port int) (*proc, error) {
 		conf := filepath.Join(m.Dir, "mosquitto.conf")
 		text := fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous false
@@ -395,23 +390,42 @@ log_type warning
 			text += "user root\n"
 		}
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			return err
+			return nil, err
 		}
-		p, err := startProc(m.Binary, []string{"-c", conf}, nil, nil)
+		return startProc(m.Binary, []string{"-c", conf}, nil, nil)
+	})
+	if err != nil {
+		return err
+	}
+	m.p, m.addr = p, addr
+	return nil
+}
+
+// startOnFreePort starts a broker on a free loopback port and waits until
+// it accepts connections, trying again on another port if the port was
+// taken between asking for it and binding it.
+func startOnFreePort(ctx context.Context, name string, start func(port int) (*proc, error)) (*proc, string, error) {
+	var last error
+	for range 3 {
+		port, err := freePort()
 		if err != nil {
-			return err
+			return nil, "", err
 		}
-		m.p, m.addr = p, fmt.Sprintf("127.0.0.1:%d", port)
+		p, err := start(port)
+		if err != nil {
+			return nil, "", err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		last = waitDial(wctx, m.addr, p.exited)
+		last = waitDial(wctx, addr, p.exited)
 		cancel()
 		if last == nil {
-			return nil
+			return p, addr, nil
 		}
 		_ = p.stop()
-		last = fmt.Errorf("mosquitto: %w\n%s", last, p.log())
+		last = fmt.Errorf("%s: %w\n%s", name, last, p.log())
 	}
-	return last
+	return nil, "", last
 }
 
 // Provision writes the password file (hashed by mosquitto_passwd -U) and
