@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 // deadAddr returns a 127.0.0.1 port where nothing listens.
@@ -245,12 +247,10 @@ func (l *lockedBuffer) String() string {
 // what it prints; it returns once the watch is registered.
 func (pl *platform) watchEvents(t *testing.T, args ...string) *lockedBuffer {
 	t.Helper()
-	pl.mu.Lock()
-	tok := pl.token
-	pl.mu.Unlock()
+	tok := pl.out.Token()
 	out := &lockedBuffer{}
 	cmd := exec.Command(lmctlBin, append([]string{"--server", pl.addr("grpc"), "--token", tok, "events", "watch"}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/lastmile-dm/lastmile/internal/poll"
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 var platformBin, agentBin, lmctlBin string
@@ -64,7 +64,7 @@ type process struct {
 func start(t *testing.T, name string, onLine func(string), bin string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(bin, args...), onLine: onLine, exited: make(chan struct{})}
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = serveout.CleanEnv()
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -127,25 +127,11 @@ func (p *process) stop(t *testing.T) {
 	}
 }
 
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LASTMILE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // platform is a running lastmile server.
 type platform struct {
 	*process
-	mu    sync.Mutex
-	addrs map[string]string
-	token string
+	out serveout.Watch
 }
-
-var bootstrapRe = regexp.MustCompile(`export LASTMILE_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
 
 // readerRole lets an application read every device's telemetry.
 const readerRole = `
@@ -169,39 +155,18 @@ func startPlatformWith(t *testing.T, yaml string, extra ...string) *platform {
 		t.Fatal(err)
 	}
 	pl := &platform{}
-	pl.process = start(t, "lastmile", func(line string) {
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
-		if m := bootstrapRe.FindStringSubmatch(line); m != nil {
-			pl.token = m[1]
-		}
-		var rec map[string]any
-		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
-			pl.addrs = map[string]string{}
-			for _, k := range []string{"mqtt", "mqtt_tls", "http", "grpc", "snmp"} {
-				if v, ok := rec[k].(string); ok {
-					pl.addrs[k] = v
-				}
-			}
-		}
-	}, platformBin, append([]string{"serve", "--config", cfg, "--data-dir", t.TempDir(), "--node-name", "e2e",
-		"--mqtt-addr", "127.0.0.1:0", "--ws-addr", "", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
+	pl.process = start(t, "lastmile", pl.out.Line, platformBin,
+		serveout.Args(t.TempDir(), "e2e", append([]string{"--config", cfg}, extra...)...)...)
 	waitFor(t, 30*time.Second, "the platform to listen", func() bool {
 		if !pl.running() {
 			t.Fatalf("platform exited: %v\n%s", pl.err, pl.logText())
 		}
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
-		return pl.addrs != nil && pl.token != ""
+		return pl.out.Listening() && pl.out.Token() != ""
 	})
 	return pl
 }
 
-func (pl *platform) addr(k string) string {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.addrs[k]
-}
+func (pl *platform) addr(k string) string { return pl.out.Addr(k) }
 
 // api calls the REST API with the bootstrap token.
 func (pl *platform) api(t *testing.T, method, path, body string) map[string]any {
@@ -210,9 +175,7 @@ func (pl *platform) api(t *testing.T, method, path, body string) map[string]any 
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl.mu.Lock()
-	req.Header.Set("Authorization", "Bearer "+pl.token)
-	pl.mu.Unlock()
+	req.Header.Set("Authorization", "Bearer "+pl.out.Token())
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -234,9 +197,7 @@ func (pl *platform) raw(t *testing.T, method, path, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl.mu.Lock()
-	req.Header.Set("Authorization", "Bearer "+pl.token)
-	pl.mu.Unlock()
+	req.Header.Set("Authorization", "Bearer "+pl.out.Token())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -13,16 +13,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 // lmctl runs the real lmctl against the platform and returns its stdout.
 func (pl *platform) lmctl(t *testing.T, args ...string) string {
 	t.Helper()
-	pl.mu.Lock()
-	base := []string{"--server", pl.addrs["grpc"], "--token", pl.token}
-	pl.mu.Unlock()
+	base := []string{"--server", pl.addr("grpc"), "--token", pl.out.Token()}
 	cmd := exec.Command(lmctlBin, append(base, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -38,9 +38,7 @@ var forwardingRe = regexp.MustCompile(`forwarding (127\.0\.0\.1:\d+) -> `)
 // once it says so.
 func (pl *platform) forward(t *testing.T, device, target string) (string, *process) {
 	t.Helper()
-	pl.mu.Lock()
-	base := []string{"--server", pl.addrs["grpc"], "--token", pl.token}
-	pl.mu.Unlock()
+	base := []string{"--server", pl.addr("grpc"), "--token", pl.out.Token()}
 	var addr string
 	found := make(chan string, 1)
 	p := start(t, "lmctl tunnel", func(line string) {
@@ -126,11 +124,9 @@ tunnel:
 
 	// A target the agent does not allow: lmctl says why and gives up.
 	other := "127.0.0.1:1"
-	pl.mu.Lock()
-	base := []string{"--server", pl.addrs["grpc"], "--token", pl.token}
-	pl.mu.Unlock()
+	base := []string{"--server", pl.addr("grpc"), "--token", pl.out.Token()}
 	cmd := exec.Command(lmctlBin, append(base, "tunnel", "--device", id, "--target", other, "--listen", "127.0.0.1:0")...)
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("lmctl tunnel to %s succeeded: %s", other, out)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 var (
@@ -42,7 +44,7 @@ func lines(t *testing.T, name string, args ...string) (stdout, stderr <-chan str
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	outR, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

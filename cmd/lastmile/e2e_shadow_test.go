@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 // lmctl runs the real CLI (built once) against the server.
@@ -17,7 +19,7 @@ func (s *server) lmctl(t *testing.T, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--server", s.addr("grpc"), "--token", s.bootstrap()}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

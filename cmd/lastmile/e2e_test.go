@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/lastmile-dm/lastmile/internal/poll"
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 var binary string
@@ -59,32 +59,18 @@ type server struct {
 
 	mu     sync.Mutex
 	log    bytes.Buffer
-	addrs  map[string]string
-	token  string
+	out    serveout.Watch
 	exited chan struct{}
 	err    error // of Wait, after exited
 }
-
-var (
-	bootstrapRe = regexp.MustCompile(`export LASTMILE_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
-)
 
 // startServer runs "lastmile serve" with extra args on free ports and waits
 // until it listens.
 func startServer(t *testing.T, dataDir string, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"serve",
-		"--data-dir", dataDir,
-		"--node-name", "e2e",
-		"--mqtt-addr", "127.0.0.1:0",
-		"--ws-addr", "",
-		"--grpc-addr", "127.0.0.1:0",
-		"--http-addr", "127.0.0.1:0",
-		"--log-format", "json",
-	}, extra...)
 	s := &server{t: t, dataDir: dataDir, exited: make(chan struct{})}
-	s.cmd = exec.Command(binary, args...)
-	s.cmd.Env = cleanEnv()
+	s.cmd = exec.Command(binary, serveout.Args(dataDir, "e2e", extra...)...)
+	s.cmd.Env = serveout.CleanEnv()
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,22 +92,9 @@ func startServer(t *testing.T, dataDir string, extra ...string) *server {
 		if !s.running() {
 			t.Fatalf("server exited early: %v\n%s", s.err, s.logText())
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.addrs != nil
+		return s.out.Listening()
 	})
 	return s
-}
-
-// cleanEnv drops LASTMILE_* variables of the developer's shell.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LASTMILE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func (s *server) read(r io.Reader) {
@@ -131,19 +104,8 @@ func (s *server) read(r io.Reader) {
 		line := sc.Text()
 		s.mu.Lock()
 		s.log.WriteString(line + "\n")
-		if m := bootstrapRe.FindStringSubmatch(line); m != nil {
-			s.token = m[1]
-		}
-		var rec map[string]any
-		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
-			s.addrs = map[string]string{}
-			for _, k := range []string{"mqtt", "mqtt_tls", "ws", "grpc", "http"} {
-				if v, ok := rec[k].(string); ok {
-					s.addrs[k] = v
-				}
-			}
-		}
 		s.mu.Unlock()
+		s.out.Line(line)
 	}
 	s.err = s.cmd.Wait()
 	close(s.exited)
@@ -164,17 +126,9 @@ func (s *server) logText() string {
 	return s.log.String()
 }
 
-func (s *server) addr(k string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addrs[k]
-}
+func (s *server) addr(k string) string { return s.out.Addr(k) }
 
-func (s *server) bootstrap() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.token
-}
+func (s *server) bootstrap() string { return s.out.Token() }
 
 // signal sends sig and waits for the process to exit.
 func (s *server) stop(sig syscall.Signal, within time.Duration) error {
@@ -449,7 +403,7 @@ func TestBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "serve", "--config", path, "--data-dir", t.TempDir())
-	cmd.Env = cleanEnv()
+	cmd.Env = serveout.CleanEnv()
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
@@ -460,7 +414,7 @@ func TestBadConfig(t *testing.T) {
 	}
 
 	cmd = exec.Command(binary, "serve", "--data-dir", t.TempDir())
-	cmd.Env = append(cleanEnv(), "LASTMILE_MQTT_TCP_ADRR=:0")
+	cmd.Env = append(serveout.CleanEnv(), "LASTMILE_MQTT_TCP_ADRR=:0")
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "LASTMILE_MQTT_TCP_ADRR") {
 		t.Fatalf("unknown environment variable: %v: %s", err, out)

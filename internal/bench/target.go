@@ -13,11 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/serveout"
 )
 
 // Target is a broker under test: a real process on loopback.
@@ -152,12 +153,7 @@ func (p *proc) stop() error {
 // cleanEnv drops LASTMILE_* variables of the caller's shell, so that the
 // target runs on the harness's flags only.
 func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LASTMILE_") {
-			env = append(env, kv)
-		}
-	}
+	env := serveout.CleanEnv()
 	if v := os.Getenv("LMBENCH_PPROF"); v != "" {
 		env = append(env, "LASTMILE_DEBUG_PPROF_ADDR="+v)
 	}
@@ -173,9 +169,8 @@ type Lastmile struct {
 	Extra   []string // more serve flags, e.g. --store redis
 
 	p        *proc
+	out      serveout.Watch
 	mu       sync.Mutex
-	addrs    map[string]string
-	token    string
 	creds    *Creds
 	snmpAddr string
 }
@@ -194,17 +189,11 @@ func freeUDPPort() (int, error) {
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-var bootstrapRe = regexp.MustCompile(`export LASTMILE_TOKEN=(lmt_[a-z0-9]+_[A-Za-z0-9_-]+)`)
-
 func (l *Lastmile) Name() string { return "lastmile" }
 
 func (l *Lastmile) Start(ctx context.Context) error {
-	args := append([]string{"serve", "--data-dir", l.DataDir, "--node-name", "bench",
-		"--mqtt-addr", "127.0.0.1:0", "--ws-addr", "", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "info"}, l.Extra...)
-	l.mu.Lock()
-	l.addrs = nil
-	l.mu.Unlock()
+	args := serveout.Args(l.DataDir, "bench", append([]string{"--log-level", "info"}, l.Extra...)...)
+	l.out.Reset()
 	// The SNMP proxy listens for the snmp scenario, with read community
 	// SNMPCommunity; an idle UDP socket costs the other scenarios nothing.
 	udp, err := freeUDPPort()
@@ -215,16 +204,13 @@ func (l *Lastmile) Start(ctx context.Context) error {
 	l.snmpAddr = fmt.Sprintf("127.0.0.1:%d", udp)
 	l.mu.Unlock()
 	env := []string{"LASTMILE_SNMP_LISTEN=" + l.snmpAddr, "LASTMILE_SNMP_READ_COMMUNITY=" + SNMPCommunity}
-	p, err := startProc(l.Binary, args, env, l.line)
+	p, err := startProc(l.Binary, args, env, l.out.Line)
 	if err != nil {
 		return err
 	}
 	l.p = p
 	for {
-		l.mu.Lock()
-		ok := l.addrs != nil
-		l.mu.Unlock()
-		if ok {
+		if l.out.Listening() {
 			return nil
 		}
 		select {
@@ -238,41 +224,17 @@ func (l *Lastmile) Start(ctx context.Context) error {
 	}
 }
 
-func (l *Lastmile) line(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if m := bootstrapRe.FindStringSubmatch(line); m != nil {
-		l.token = m[1]
-	}
-	var rec map[string]any
-	if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
-		addrs := map[string]string{}
-		for _, k := range []string{"mqtt", "grpc", "http"} {
-			if v, ok := rec[k].(string); ok {
-				addrs[k] = v
-			}
-		}
-		l.addrs = addrs
-	}
-}
-
 func (l *Lastmile) Stop() error { return l.p.stop() }
 func (l *Lastmile) PID() int    { return l.p.cmd.Process.Pid }
 func (l *Lastmile) Creds() *Creds {
 	return l.creds
 }
 
-func (l *Lastmile) Addr() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.addrs["mqtt"]
-}
+func (l *Lastmile) Addr() string { return l.out.Addr("mqtt") }
 
 // api calls the REST API with the bootstrap token.
 func (l *Lastmile) api(ctx context.Context, method, path string, body any, out any) error {
-	l.mu.Lock()
-	base, token := "http://"+l.addrs["http"], l.token
-	l.mu.Unlock()
+	base, token := "http://"+l.out.Addr("http"), l.out.Token()
 	if token == "" {
 		return errors.New("no bootstrap token captured (data dir not fresh?)")
 	}

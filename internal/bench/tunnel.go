@@ -86,9 +86,7 @@ func runTunnel(ctx context.Context, env Env, p Params) (Result, error) {
 	}
 	defer func() { _ = ep.Close() }()
 
-	l.mu.Lock()
-	grpcAddr, token := l.addrs["grpc"], l.token
-	l.mu.Unlock()
+	grpcAddr, token := l.out.Addr("grpc"), l.out.Token()
 	gc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return r, err
