@@ -48,6 +48,23 @@ func one(pos []string, what string) (string, error) {
 	return pos[0], nil
 }
 
+// named runs a verb that takes exactly one positional argument (what, e.g.
+// "device ID") and no flags of its own: run gets it and a context bounded
+// by --timeout.
+func named(c *cli, verb, what string, args []string, stderr io.Writer, run func(ctx context.Context, arg string) error) error {
+	pos, err := parse(verbFlags(verb, stderr), args)
+	if err != nil {
+		return err
+	}
+	arg, err := one(pos, what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	return run(ctx, arg)
+}
+
 func labels(m multi) (map[string]string, error) {
 	out := map[string]string{}
 	for _, l := range m {
@@ -122,21 +139,13 @@ func devicesCreate(c *cli, args []string, stderr io.Writer) error {
 }
 
 func devicesGet(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("devices get", stderr), args)
-	if err != nil {
-		return err
-	}
-	id, err := one(pos, "device ID")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	d, err := c.devices().GetDevice(ctx, &devicev1.GetDeviceRequest{DeviceId: id})
-	if err != nil {
-		return err
-	}
-	return c.emit(d, deviceHeader, deviceRows(d))
+	return named(c, "devices get", "device ID", args, stderr, func(ctx context.Context, id string) error {
+		d, err := c.devices().GetDevice(ctx, &devicev1.GetDeviceRequest{DeviceId: id})
+		if err != nil {
+			return err
+		}
+		return c.emit(d, deviceHeader, deviceRows(d))
+	})
 }
 
 func devicesList(c *cli, args []string, stderr io.Writer) error {
@@ -278,21 +287,13 @@ func devicesSetPassword(c *cli, args []string, stderr io.Writer) error {
 }
 
 func devicesKick(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("devices kick", stderr), args)
-	if err != nil {
-		return err
-	}
-	id, err := one(pos, "device ID")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	resp, err := c.devices().DisconnectDevice(ctx, &devicev1.DisconnectDeviceRequest{DeviceId: id})
-	if err != nil {
-		return err
-	}
-	return c.emit(resp, []string{"ID", "WAS CONNECTED"}, [][]string{{id, strconv.FormatBool(resp.GetWasConnected())}})
+	return named(c, "devices kick", "device ID", args, stderr, func(ctx context.Context, id string) error {
+		resp, err := c.devices().DisconnectDevice(ctx, &devicev1.DisconnectDeviceRequest{DeviceId: id})
+		if err != nil {
+			return err
+		}
+		return c.emit(resp, []string{"ID", "WAS CONNECTED"}, [][]string{{id, strconv.FormatBool(resp.GetWasConnected())}})
+	})
 }
 
 func (c *cli) tokens() accessv1.TokenServiceClient { return accessv1.NewTokenServiceClient(c.conn) }
@@ -354,21 +355,13 @@ func tokensList(c *cli, args []string, stderr io.Writer) error {
 }
 
 func tokensRevoke(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("tokens revoke", stderr), args)
-	if err != nil {
-		return err
-	}
-	id, err := one(pos, "token ID")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	t, err := c.tokens().RevokeToken(ctx, &accessv1.RevokeTokenRequest{TokenId: id})
-	if err != nil {
-		return err
-	}
-	return c.emit(t, tokenHeader, tokenRows(t))
+	return named(c, "tokens revoke", "token ID", args, stderr, func(ctx context.Context, id string) error {
+		t, err := c.tokens().RevokeToken(ctx, &accessv1.RevokeTokenRequest{TokenId: id})
+		if err != nil {
+			return err
+		}
+		return c.emit(t, tokenHeader, tokenRows(t))
+	})
 }
 
 func (c *cli) access() accessv1.AccessServiceClient { return accessv1.NewAccessServiceClient(c.conn) }
@@ -440,21 +433,13 @@ func rolesPut(c *cli, args []string, stderr io.Writer) error {
 }
 
 func rolesGet(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("roles get", stderr), args)
-	if err != nil {
-		return err
-	}
-	name, err := one(pos, "role name")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	r, err := c.access().GetRole(ctx, &accessv1.GetRoleRequest{Name: name})
-	if err != nil {
-		return err
-	}
-	return c.emit(r, roleHeader, roleRows(r))
+	return named(c, "roles get", "role name", args, stderr, func(ctx context.Context, name string) error {
+		r, err := c.access().GetRole(ctx, &accessv1.GetRoleRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		return c.emit(r, roleHeader, roleRows(r))
+	})
 }
 
 func rolesList(c *cli, args []string, stderr io.Writer) error {
@@ -471,21 +456,13 @@ func rolesList(c *cli, args []string, stderr io.Writer) error {
 }
 
 func rolesDelete(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("roles delete", stderr), args)
-	if err != nil {
-		return err
-	}
-	name, err := one(pos, "role name")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	resp, err := c.access().DeleteRole(ctx, &accessv1.DeleteRoleRequest{Name: name})
-	if err != nil {
-		return err
-	}
-	return c.emit(resp, []string{"DELETED"}, [][]string{{name}})
+	return named(c, "roles delete", "role name", args, stderr, func(ctx context.Context, name string) error {
+		resp, err := c.access().DeleteRole(ctx, &accessv1.DeleteRoleRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		return c.emit(resp, []string{"DELETED"}, [][]string{{name}})
+	})
 }
 
 func appRows(as ...*accessv1.Application) [][]string {
@@ -526,21 +503,13 @@ func appsCreate(c *cli, args []string, stderr io.Writer) error {
 }
 
 func appsGet(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("apps get", stderr), args)
-	if err != nil {
-		return err
-	}
-	name, err := one(pos, "application name")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	a, err := c.access().GetApplication(ctx, &accessv1.GetApplicationRequest{Name: name})
-	if err != nil {
-		return err
-	}
-	return c.emit(a, appHeader, appRows(a))
+	return named(c, "apps get", "application name", args, stderr, func(ctx context.Context, name string) error {
+		a, err := c.access().GetApplication(ctx, &accessv1.GetApplicationRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		return c.emit(a, appHeader, appRows(a))
+	})
 }
 
 func appsList(c *cli, args []string, stderr io.Writer) error {
@@ -589,21 +558,13 @@ func appsUpdate(c *cli, args []string, stderr io.Writer) error {
 }
 
 func appsDelete(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("apps delete", stderr), args)
-	if err != nil {
-		return err
-	}
-	name, err := one(pos, "application name")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	resp, err := c.access().DeleteApplication(ctx, &accessv1.DeleteApplicationRequest{Name: name})
-	if err != nil {
-		return err
-	}
-	return c.emit(resp, []string{"DELETED"}, [][]string{{name}})
+	return named(c, "apps delete", "application name", args, stderr, func(ctx context.Context, name string) error {
+		resp, err := c.access().DeleteApplication(ctx, &accessv1.DeleteApplicationRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		return c.emit(resp, []string{"DELETED"}, [][]string{{name}})
+	})
 }
 
 func appsRotate(c *cli, args []string, stderr io.Writer) error {

@@ -196,18 +196,10 @@ func tunnelList(c *cli, args []string, stderr io.Writer) error {
 }
 
 func tunnelClose(c *cli, args []string, stderr io.Writer) error {
-	pos, err := parse(verbFlags("tunnel close", stderr), args)
-	if err != nil {
+	return named(c, "tunnel close", "tunnel ID", args, stderr, func(ctx context.Context, id string) error {
+		_, err := c.tunnels().CloseTunnel(ctx, &tunnelv1.CloseTunnelRequest{TunnelId: id})
 		return err
-	}
-	id, err := one(pos, "tunnel ID")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	_, err = c.tunnels().CloseTunnel(ctx, &tunnelv1.CloseTunnelRequest{TunnelId: id})
-	return err
+	})
 }
 
 func tunnelKey(c *cli, args []string, stderr io.Writer) error {
