@@ -1,20 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/lastmile-dm/lastmile/dm/access"
-	"github.com/lastmile-dm/lastmile/dm/registry"
-	"github.com/lastmile-dm/lastmile/dm/token"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
-	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
 )
 
@@ -24,35 +15,12 @@ import (
 // with the server's status.
 func TestRegistryVerbs(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
+	c := newCore(t)
+	_, tok, err := c.toks.Create(context.Background(), "admin", []string{"*"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
-	acc, _ := access.New(access.Config{Store: st})
-	toks, _ := token.New(token.Config{Store: st})
-	_, tok, err := toks.Create(context.Background(), "admin", []string{"*"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := services.New(services.Config{Registry: reg, Access: acc, Tokens: toks,
-		Registerer: prometheus.NewRegistry(), Logger: tunneltest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = api.GRPCServer().Serve(gl) }()
-	t.Cleanup(api.GRPCServer().Stop)
-
-	lmctl := func(args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		rc := run(append([]string{"--server", gl.Addr().String(), "--token", tok}, args...), &out, &errb)
-		return out.String(), errb.String(), rc
-	}
+	lmctl := lmctlAt(c.serveGRPC(t, services.Config{}), tok)
 	ok := func(want string, args ...string) string {
 		t.Helper()
 		out, errs, rc := lmctl(args...)

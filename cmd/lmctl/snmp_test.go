@@ -1,20 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/lastmile-dm/lastmile/dm/access"
-	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/internal/snmptest"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/snmprelay/executor"
@@ -41,35 +34,12 @@ func TestSNMPCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
+	c := newCore(t)
+	_, tok, err := c.toks.Create(context.Background(), "noc", []string{token.PermSNMPWrite}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
-	acc, _ := access.New(access.Config{Store: st})
-	toks, _ := token.New(token.Config{Store: st})
-	_, tok, err := toks.Create(context.Background(), "noc", []string{token.PermSNMPWrite}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := services.New(services.Config{Registry: reg, Access: acc, Tokens: toks, SNMP: p,
-		Registerer: prometheus.NewRegistry(), Logger: tunneltest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = api.GRPCServer().Serve(gl) }()
-	t.Cleanup(api.GRPCServer().Stop)
-
-	lmctl := func(args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		rc := run(append([]string{"--server", gl.Addr().String(), "--token", tok}, args...), &out, &errb)
-		return out.String(), errb.String(), rc
-	}
+	lmctl := lmctlAt(c.serveGRPC(t, services.Config{SNMP: p}), tok)
 	out, errs, rc := lmctl("snmp", "get", "gw1", "1.3.6.1.2.1.1.6.0")
 	if rc != 0 || !strings.Contains(out, `octet_string  "lab-rack-7"`) {
 		t.Fatalf("get: %d %s %s", rc, out, errs)

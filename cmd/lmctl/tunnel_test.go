@@ -19,12 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/lastmile-dm/lastmile/dm/access"
-	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -60,19 +55,13 @@ type server struct {
 // and an agent tunnel endpoint for device dev1 on a real MQTT client.
 func startServer(t testing.TB, allow ...string) *server {
 	t.Helper()
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
-	acc, _ := access.New(access.Config{Store: st})
-	toks, _ := token.New(token.Config{Store: st})
+	c := newCore(t)
 	s := &server{}
-	if _, s.admin, err = toks.Create(context.Background(), "admin", []string{token.PermTunnel}, 0); err != nil {
+	var err error
+	if _, s.admin, err = c.toks.Create(context.Background(), "admin", []string{token.PermTunnel}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, s.reader, err = toks.Create(context.Background(), "reader", []string{token.PermDevicesRead}, 0); err != nil {
+	if _, s.reader, err = c.toks.Create(context.Background(), "reader", []string{token.PermDevicesRead}, 0); err != nil {
 		t.Fatal(err)
 	}
 	b := tunneltest.Broker(t)
@@ -82,18 +71,7 @@ func startServer(t testing.TB, allow ...string) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.relay.Shutdown)
-	api, err := services.New(services.Config{Registry: reg, Access: acc, Tokens: toks, Tunnels: s.relay,
-		Registerer: prometheus.NewRegistry(), Logger: tunneltest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = api.GRPCServer().Serve(gl) }()
-	t.Cleanup(api.GRPCServer().Stop)
-	s.grpcAddr = gl.Addr().String()
+	s.grpcAddr = c.serveGRPC(t, services.Config{Tunnels: s.relay})
 
 	ep, err := endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: tunneltest.Connect(t, b, "dev1"), AllowList: allow,
 		TrustedKeys: []ed25519.PublicKey{pub}, Logger: tunneltest.Quiet})
