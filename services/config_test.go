@@ -3,23 +3,17 @@ package services_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/lastmile-dm/lastmile/dm/access"
 	"github.com/lastmile-dm/lastmile/dm/config"
 	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
 	"github.com/lastmile-dm/lastmile/dm/topic"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
 	configv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/config/v1"
 	"github.com/lastmile-dm/lastmile/services"
 )
@@ -68,14 +62,8 @@ type configEnv struct {
 
 func startConfig(t *testing.T) *configEnv {
 	t.Helper()
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
-	acc, _ := access.New(access.Config{Store: st})
-	toks, _ := token.New(token.Config{Store: st})
+	core := apitest.NewCore(t)
+	st, reg := core.Store, core.Registry
 	ctx := context.Background()
 	for i := range 3 {
 		if _, _, err := reg.Create(ctx, registry.Device{ID: fmt.Sprintf("gw%d", i), Groups: []string{"lab"}}, registry.Secret{}); err != nil {
@@ -87,42 +75,10 @@ func startConfig(t *testing.T) *configEnv {
 		t.Fatal(err)
 	}
 	e := &configEnv{env: &env{}, svc: svc}
-	if _, e.writer, err = toks.Create(ctx, "writer", []string{token.PermConfigRead, token.PermConfigWrite}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, e.viewer, err = toks.Create(ctx, "viewer", []string{token.PermConfigRead}, 0); err != nil {
-		t.Fatal(err)
-	}
-	metrics := prometheus.NewRegistry()
-	api, err := services.New(services.Config{Registry: reg, Access: acc, Tokens: toks, Configs: svc, Registerer: metrics, Gatherer: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := api.GRPCServer()
-	go func() { _ = gs.Serve(gl) }()
-	t.Cleanup(gs.Stop)
-	hctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	h, err := api.HTTPHandler(hctx, gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go func() { _ = hs.Serve(hl) }()
-	t.Cleanup(func() { _ = hs.Close() })
-	e.httpURL = "http://" + hl.Addr().String()
-	if e.conn, err = grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.conn.Close() })
+	e.writer = core.Token(t, "writer", token.PermConfigRead, token.PermConfigWrite)
+	e.viewer = core.Token(t, "viewer", token.PermConfigRead)
+	srv := core.Serve(t, services.Config{Configs: svc})
+	e.api, e.conn, e.httpURL = srv.API, srv.Conn, srv.HTTPURL
 	return e
 }
 

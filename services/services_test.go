@@ -4,23 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/lastmile-dm/lastmile/dm/access"
-	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
 	accessv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/access/v1"
 	devicev1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/device/v1"
 	"github.com/lastmile-dm/lastmile/services"
@@ -37,70 +32,15 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, err := registry.New(registry.Config{Store: st, Presence: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc, err := access.New(access.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	toks, err := token.New(token.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	e := &env{}
-	if _, e.admin, err = toks.Create(ctx, "admin", []string{token.PermAll}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, e.reader, err = toks.Create(ctx, "reader", []string{token.PermDevicesRead}, 0); err != nil {
-		t.Fatal(err)
-	}
-	metrics := prometheus.NewRegistry()
-	e.api, err = services.New(services.Config{Registry: reg, Access: acc, Tokens: toks, Registerer: metrics, Gatherer: metrics,
-		Ready: func() error {
-			if p := e.ready.Load(); p != nil {
-				return *p
-			}
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := e.api.GRPCServer()
-	go func() { _ = gs.Serve(gl) }()
-	t.Cleanup(gs.Stop)
-
-	hctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	h, err := e.api.HTTPHandler(hctx, gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go func() { _ = hs.Serve(hl) }()
-	t.Cleanup(func() { _ = hs.Close() })
-	e.httpURL = "http://" + hl.Addr().String()
-
-	e.conn, err = grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.conn.Close() })
+	c := apitest.NewCore(t)
+	e := &env{admin: c.Token(t, "admin", token.PermAll), reader: c.Token(t, "reader", token.PermDevicesRead)}
+	srv := c.Serve(t, services.Config{Ready: func() error {
+		if p := e.ready.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}})
+	e.api, e.conn, e.httpURL = srv.API, srv.Conn, srv.HTTPURL
 	return e
 }
 

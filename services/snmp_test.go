@@ -2,27 +2,20 @@ package services_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/lastmile-dm/lastmile/dm/access"
-	"github.com/lastmile-dm/lastmile/dm/registry"
 	"github.com/lastmile-dm/lastmile/dm/token"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
 	"github.com/lastmile-dm/lastmile/internal/snmptest"
-	"github.com/lastmile-dm/lastmile/internal/store/embedded"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	snmpv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/snmp/v1"
 	"github.com/lastmile-dm/lastmile/services"
@@ -61,55 +54,13 @@ func startSNMP(t *testing.T) *snmpEnv {
 	}
 	t.Cleanup(p.Close)
 
-	st, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	reg, _ := registry.New(registry.Config{Store: st, Presence: st})
-	acc, _ := access.New(access.Config{Store: st})
-	toks, _ := token.New(token.Config{Store: st})
-	ctx := context.Background()
-	if _, e.reader, err = toks.Create(ctx, "r", []string{token.PermSNMPRead}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, e.writer, err = toks.Create(ctx, "w", []string{token.PermSNMPRead, token.PermSNMPWrite}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, e.devicesReadOnly, err = toks.Create(ctx, "d", []string{token.PermDevicesRead}, 0); err != nil {
-		t.Fatal(err)
-	}
-	api, err := services.New(services.Config{Registry: reg, Access: acc, Tokens: toks, SNMP: p,
-		Registerer: prometheus.NewRegistry(), Logger: tunneltest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = api.GRPCServer().Serve(gl) }()
-	t.Cleanup(api.GRPCServer().Stop)
-	hctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	h, err := api.HTTPHandler(hctx, gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go func() { _ = hs.Serve(hl) }()
-	t.Cleanup(func() { _ = hs.Close() })
-	e.httpURL = "http://" + hl.Addr().String()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	e.client = snmpv1.NewSnmpServiceClient(conn)
+	c := apitest.NewCore(t)
+	e.reader = c.Token(t, "r", token.PermSNMPRead)
+	e.writer = c.Token(t, "w", token.PermSNMPRead, token.PermSNMPWrite)
+	e.devicesReadOnly = c.Token(t, "d", token.PermDevicesRead)
+	srv := c.Serve(t, services.Config{SNMP: p, Logger: tunneltest.Quiet})
+	e.httpURL = srv.HTTPURL
+	e.client = snmpv1.NewSnmpServiceClient(srv.Conn)
 	return e
 }
 

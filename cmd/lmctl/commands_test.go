@@ -1,11 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/lastmile-dm/lastmile/dm/token"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
+	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
 )
 
@@ -15,12 +17,8 @@ import (
 // with the server's status.
 func TestRegistryVerbs(t *testing.T) {
 	t.Parallel()
-	c := newCore(t)
-	_, tok, err := c.toks.Create(context.Background(), "admin", []string{"*"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lmctl := lmctlAt(c.serveGRPC(t, services.Config{}), tok)
+	c := apitest.NewCore(t)
+	lmctl := lmctlAt(c.Serve(t, services.Config{Logger: tunneltest.Quiet}).GRPCAddr, c.Token(t, "admin", token.PermAll))
 	ok := func(want string, args ...string) string {
 		t.Helper()
 		out, errs, rc := lmctl(args...)

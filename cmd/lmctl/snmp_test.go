@@ -1,12 +1,12 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lastmile-dm/lastmile/dm/token"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
 	"github.com/lastmile-dm/lastmile/internal/snmptest"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
@@ -34,12 +34,8 @@ func TestSNMPCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	c := newCore(t)
-	_, tok, err := c.toks.Create(context.Background(), "noc", []string{token.PermSNMPWrite}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lmctl := lmctlAt(c.serveGRPC(t, services.Config{SNMP: p}), tok)
+	c := apitest.NewCore(t)
+	lmctl := lmctlAt(c.Serve(t, services.Config{SNMP: p, Logger: tunneltest.Quiet}).GRPCAddr, c.Token(t, "noc", token.PermSNMPWrite))
 	out, errs, rc := lmctl("snmp", "get", "gw1", "1.3.6.1.2.1.1.6.0")
 	if rc != 0 || !strings.Contains(out, `octet_string  "lab-rack-7"`) {
 		t.Fatalf("get: %d %s %s", rc, out, errs)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/lastmile-dm/lastmile/dm/token"
+	"github.com/lastmile-dm/lastmile/internal/apitest"
 	"github.com/lastmile-dm/lastmile/internal/tunneltest"
 	"github.com/lastmile-dm/lastmile/services"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -55,23 +56,18 @@ type server struct {
 // and an agent tunnel endpoint for device dev1 on a real MQTT client.
 func startServer(t testing.TB, allow ...string) *server {
 	t.Helper()
-	c := newCore(t)
+	c := apitest.NewCore(t)
 	s := &server{}
-	var err error
-	if _, s.admin, err = c.toks.Create(context.Background(), "admin", []string{token.PermTunnel}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, s.reader, err = c.toks.Create(context.Background(), "reader", []string{token.PermDevicesRead}, 0); err != nil {
-		t.Fatal(err)
-	}
+	s.admin, s.reader = c.Token(t, "admin", token.PermTunnel), c.Token(t, "reader", token.PermDevicesRead)
 	b := tunneltest.Broker(t)
 	pub, key, _ := ed25519.GenerateKey(nil)
+	var err error
 	s.relay, err = relay.New(relay.Config{PubSub: tunneltest.Platform{B: b}, SigningKey: key, Logger: tunneltest.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.relay.Shutdown)
-	s.grpcAddr = c.serveGRPC(t, services.Config{Tunnels: s.relay})
+	s.grpcAddr = c.Serve(t, services.Config{Tunnels: s.relay, Logger: tunneltest.Quiet}).GRPCAddr
 
 	ep, err := endpoint.New(endpoint.Config{DeviceID: "dev1", PubSub: tunneltest.Connect(t, b, "dev1"), AllowList: allow,
 		TrustedKeys: []ed25519.PublicKey{pub}, Logger: tunneltest.Quiet})
