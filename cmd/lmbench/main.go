@@ -70,6 +70,7 @@ func run(args []string) error {
 	fs.BoolVar(&p.Persistent, "persistent", false, "run: persistent sessions")
 	fs.IntVar(&p.Sources, "sources", 8, "run: source addresses 127.0.0.1..N")
 	fs.IntVar(&p.Window, "window", 4, "run: QoS 1 publishes unacknowledged per client")
+	nodes := fs.Int("nodes", 1, "lastmile processes sharing the Redis store (-store redis); connect spreads over them")
 	fs.IntVar(&p.Procs, "procs", 1, "run: connect: generator processes, each with its own open-file limit")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -102,9 +103,12 @@ func run(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	lm := &bench.Lastmile{Binary: *lastmileBin, DataDir: filepath.Join(dir, "lastmile")}
+	lm := &bench.Lastmile{Binary: *lastmileBin, DataDir: filepath.Join(dir, "lastmile"), Nodes: *nodes}
 	if *store == "redis" {
 		lm.Extra = []string{"--store", "redis", "--redis-addr", *redisAddr}
+	}
+	if lm.Nodes > 1 && *store != "redis" {
+		return fmt.Errorf("-nodes %d: several lastmile nodes share a Redis store: add -store redis -redis-addr host:port", lm.Nodes)
 	}
 	mq := &bench.Mosquitto{Binary: *mosquittoBin, Dir: filepath.Join(dir, "mosquitto")}
 	if err := os.MkdirAll(mq.Dir, 0o700); err != nil {

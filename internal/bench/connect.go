@@ -21,6 +21,7 @@ func init() {
 // returns the clients (nil where a connect failed) and how many failed.
 func connectAll(ctx context.Context, env Env, p Params, n, width int, clean bool) ([]*client, int64, error) {
 	creds := env.Target.Creds()
+	addrs := addrsOf(env.Target)
 	clients := make([]*client, n)
 	var failed atomic.Int64
 	var firstErr error
@@ -29,7 +30,7 @@ func connectAll(ctx context.Context, env Env, p Params, n, width int, clean bool
 		id := DeviceID(i)
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		c, _, err := dial(cctx, connectOpts{addr: env.Target.Addr(), localIP: sourceIP(i, p.Sources), clientID: id,
+		c, _, err := dial(cctx, connectOpts{addr: addrs[i%len(addrs)], localIP: sourceIP(i, p.Sources), clientID: id,
 			username: id, password: creds.DevicePassword[id], keepalive: 60, clean: clean})
 		if err != nil {
 			failed.Add(1)
@@ -64,12 +65,12 @@ const connectWidth = 32
 
 func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 	r := Result{Scenario: "connect", Target: env.Target.Name()}
-	pid := env.Target.PID()
-	before, err := procRSS(pid)
+	pids := pidsOf(env.Target)
+	before, err := sumRSS(pids)
 	if err != nil {
 		return r, err
 	}
-	m := startCPU(pid)
+	m := startCPU(pids...)
 	start := time.Now()
 	var (
 		clients []*client
@@ -95,7 +96,7 @@ func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 			}
 		}
 		bcpu, gcpu, _ := m.stop()
-		return connectResult(ctx, r, pid, before, p.Devices, failed, time.Duration(last-first), bcpu, gcpu+wcpu)
+		return connectResult(ctx, r, pids, before, p.Devices, failed, time.Duration(last-first), bcpu, gcpu+wcpu)
 	}
 	clients, failed, err = connectAll(ctx, env, p, p.Devices, connectWidth, true)
 	elapsed := time.Since(start)
@@ -104,12 +105,12 @@ func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	return connectResult(ctx, r, pid, before, p.Devices, failed, elapsed, bcpu, gcpu)
+	return connectResult(ctx, r, pids, before, p.Devices, failed, elapsed, bcpu, gcpu)
 }
 
 // connectResult reads the broker's RSS once it has settled and fills in
 // the connect figures.
-func connectResult(ctx context.Context, r Result, pid int, before int64, devices int, failed int64, elapsed, bcpu, gcpu time.Duration) (Result, error) {
+func connectResult(ctx context.Context, r Result, pids []int, before int64, devices int, failed int64, elapsed, bcpu, gcpu time.Duration) (Result, error) {
 	ok := float64(devices) - float64(failed)
 	// Let the broker settle (a GC cycle, lazily freed buffers) before
 	// reading its RSS.
@@ -118,7 +119,7 @@ func connectResult(ctx context.Context, r Result, pid int, before int64, devices
 		return r, ctx.Err()
 	case <-time.After(2 * time.Second):
 	}
-	after, err := procRSS(pid)
+	after, err := sumRSS(pids)
 	if err != nil {
 		return r, err
 	}

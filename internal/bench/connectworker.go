@@ -23,7 +23,7 @@ import (
 // workerSpec is what the coordinator writes to a worker's stdin (one JSON
 // line; the passwords never appear on a command line).
 type workerSpec struct {
-	Addr      string   `json:"addr"`
+	Addrs     []string `json:"addrs"` // device i dials Addrs[i % len(Addrs)]
 	First     int      `json:"first"` // index of the first device
 	Passwords []string `json:"passwords"`
 	Sources   int      `json:"sources"`
@@ -54,8 +54,8 @@ func RunConnectWorker(in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(line, &spec); err != nil {
 		return fmt.Errorf("connect-worker: bad spec: %w", err)
 	}
-	if spec.Addr == "" || spec.First < 0 || spec.Width < 1 {
-		return errors.New("connect-worker: spec needs addr, first >= 0 and width >= 1")
+	if len(spec.Addrs) == 0 || spec.First < 0 || spec.Width < 1 {
+		return errors.New("connect-worker: spec needs addrs, first >= 0 and width >= 1")
 	}
 	ctx := context.Background()
 	clients := make([]*client, len(spec.Passwords))
@@ -71,7 +71,7 @@ func RunConnectWorker(in io.Reader, out io.Writer) error {
 		id := DeviceID(i)
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		c, _, err := dial(cctx, connectOpts{addr: spec.Addr, localIP: sourceIP(i, spec.Sources), clientID: id,
+		c, _, err := dial(cctx, connectOpts{addr: spec.Addrs[i%len(spec.Addrs)], localIP: sourceIP(i, spec.Sources), clientID: id,
 			username: id, password: spec.Passwords[j], keepalive: 60, clean: true})
 		mu.Lock()
 		defer mu.Unlock()
@@ -143,7 +143,7 @@ func connectInWorkers(ctx context.Context, env Env, p Params, n int) (reps []wor
 	width := max(1, connectWidth/p.Procs)
 	for k := range p.Procs {
 		first, last := k*n/p.Procs, (k+1)*n/p.Procs
-		spec := workerSpec{Addr: env.Target.Addr(), First: first, Sources: p.Sources, Width: width}
+		spec := workerSpec{Addrs: addrsOf(env.Target), First: first, Sources: p.Sources, Width: width}
 		for i := first; i < last; i++ {
 			spec.Passwords = append(spec.Passwords, creds.DevicePassword[DeviceID(i)])
 		}

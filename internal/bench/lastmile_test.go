@@ -41,6 +41,11 @@ func TestLastmileScenarios(t *testing.T) {
 			testShadow(t, l)
 		})
 	}
+	t.Run("connect-cluster", func(t *testing.T) {
+		t.Parallel()
+		testConnectCluster(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data"), Nodes: 2,
+			Extra: []string{"--store", "redis", "--redis-addr", redistest.Start(t)}})
+	})
 	t.Run("tunnel", func(t *testing.T) {
 		t.Parallel()
 		testTunnel(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")})
@@ -55,6 +60,46 @@ func TestLastmileScenarios(t *testing.T) {
 		}
 		testSNMP(t, &Lastmile{Binary: bin, DataDir: filepath.Join(t.TempDir(), "data")})
 	})
+}
+
+// testConnectCluster: two lastmile nodes on one Redis, devices connected
+// from two generator processes, spread over both nodes; RSS and CPU are
+// those of both processes.
+func testConnectCluster(t *testing.T, l *Lastmile) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := Case{"connect", "connect", Params{Devices: 24, Sources: 2, Procs: 2}}
+	if err := Provision(ctx, []Target{l}, []Case{c}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := RunOnce(ctx, l, c, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(brief(r))
+	if fig := figures(r); fig["failed"] != 0 || fig["connects"] <= 0 || fig["rss_after"] <= 0 {
+		t.Fatalf("figures: %+v", r.Figures)
+	}
+	// Both nodes listen on their own address, and each holds its share.
+	if err := l.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	addrs, pids := l.Addrs(), l.PIDs()
+	if len(addrs) != 2 || addrs[0] == addrs[1] || addrs[1] == "" || len(pids) != 2 || pids[0] == pids[1] {
+		t.Fatalf("cluster: addrs %q pids %v", addrs, pids)
+	}
+	env := Env{Target: l, Log: &bytes.Buffer{}}
+	clients, failed, err := connectAll(ctx, env, Params{Sources: 1}, 4, 2, true)
+	defer closeAll(clients)
+	if err != nil || failed != 0 {
+		t.Fatalf("connect: %d failed, %v", failed, err)
+	}
+	for i, cl := range clients {
+		if got, want := cl.conn.RemoteAddr().String(), addrs[i%2]; got != want {
+			t.Errorf("device %d connected to %s, want %s", i, got, want)
+		}
+	}
 }
 
 // testSNMP: GETs went through the proxy and directly, and the figures

@@ -86,23 +86,46 @@ func loadAvg() float64 {
 	return v
 }
 
-// cpuMeter measures the CPU a broker process and the generator use over
-// an interval.
+// cpuMeter measures the CPU the broker's processes and the generator use
+// over an interval.
 type cpuMeter struct {
-	pid     int
+	pids    []int
 	broker0 time.Duration
 	self0   time.Duration
 	wall0   time.Time
 }
 
-func startCPU(pid int) *cpuMeter {
-	m := &cpuMeter{pid: pid, self0: selfCPU(), wall0: time.Now()}
-	m.broker0, _ = procCPU(pid)
+// startCPU starts measuring the broker processes pids (one, or a cluster's
+// nodes) and the generator.
+func startCPU(pids ...int) *cpuMeter {
+	m := &cpuMeter{pids: pids, self0: selfCPU(), wall0: time.Now()}
+	m.broker0 = sumCPU(pids)
 	return m
 }
 
 // stop returns broker CPU, generator CPU and wall time since start.
 func (m *cpuMeter) stop() (broker, self, wall time.Duration) {
-	b, _ := procCPU(m.pid)
-	return b - m.broker0, selfCPU() - m.self0, time.Since(m.wall0)
+	return sumCPU(m.pids) - m.broker0, selfCPU() - m.self0, time.Since(m.wall0)
+}
+
+func sumCPU(pids []int) time.Duration {
+	var d time.Duration
+	for _, pid := range pids {
+		c, _ := procCPU(pid)
+		d += c
+	}
+	return d
+}
+
+// sumRSS is the resident set size of pids together.
+func sumRSS(pids []int) (int64, error) {
+	var n int64
+	for _, pid := range pids {
+		r, err := procRSS(pid)
+		if err != nil {
+			return 0, err
+		}
+		n += r
+	}
+	return n, nil
 }

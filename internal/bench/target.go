@@ -38,6 +38,32 @@ type Target interface {
 	Creds() *Creds
 }
 
+// Cluster is a target of several broker processes (lastmile nodes sharing
+// one Redis): the connect scenario spreads its devices over Addrs and adds
+// up the RSS and CPU of PIDs. Other scenarios use the first node only.
+type Cluster interface {
+	Addrs() []string
+	PIDs() []int
+}
+
+// addrsOf returns the MQTT addresses of every broker process of t.
+func addrsOf(t Target) []string {
+	if c, ok := t.(Cluster); ok {
+		return c.Addrs()
+	}
+	return []string{t.Addr()}
+}
+
+// pidsOf returns the process IDs of every broker process of t.
+func pidsOf(t Target) []int {
+	if c, ok := t.(Cluster); ok {
+		return c.PIDs()
+	}
+	return []int{t.PID()}
+}
+
+var _ Cluster = (*Lastmile)(nil)
+
 // Creds are what clients need to connect to a target.
 type Creds struct {
 	DevicePassword map[string]string
@@ -167,9 +193,14 @@ type Lastmile struct {
 	Binary  string
 	DataDir string
 	Extra   []string // more serve flags, e.g. --store redis
+	// Nodes is how many `lastmile serve` processes to run (default 1);
+	// more than one needs the Redis store in Extra, which they share. The
+	// connect scenario spreads over all of them (see Cluster).
+	Nodes int
 
 	p        *proc
 	out      serveout.Watch
+	more     []*lastmileNode // nodes 2..Nodes
 	mu       sync.Mutex
 	creds    *Creds
 	snmpAddr string
@@ -209,8 +240,37 @@ func (l *Lastmile) Start(ctx context.Context) error {
 		return err
 	}
 	l.p = p
+	if err := waitListening(ctx, p, &l.out); err != nil {
+		return err
+	}
+	l.more = nil
+	for k := 1; k < l.Nodes; k++ {
+		n := &lastmileNode{}
+		args := serveout.Args(fmt.Sprintf("%s-node%d", l.DataDir, k), fmt.Sprintf("bench-%d", k),
+			append([]string{"--log-level", "info"}, l.Extra...)...)
+		if n.p, err = startProc(l.Binary, args, nil, n.out.Line); err != nil {
+			_ = l.Stop()
+			return err
+		}
+		l.more = append(l.more, n)
+		if err := waitListening(ctx, n.p, &n.out); err != nil {
+			_ = l.Stop()
+			return fmt.Errorf("node %d: %w", k+1, err)
+		}
+	}
+	return nil
+}
+
+// lastmileNode is a further node of a Lastmile cluster.
+type lastmileNode struct {
+	p   *proc
+	out serveout.Watch
+}
+
+// waitListening waits until serve has logged the addresses it listens on.
+func waitListening(ctx context.Context, p *proc, out *serveout.Watch) error {
 	for {
-		if l.out.Listening() {
+		if out.Listening() {
 			return nil
 		}
 		select {
@@ -224,8 +284,34 @@ func (l *Lastmile) Start(ctx context.Context) error {
 	}
 }
 
-func (l *Lastmile) Stop() error { return l.p.stop() }
-func (l *Lastmile) PID() int    { return l.p.cmd.Process.Pid }
+// Stop ends every node.
+func (l *Lastmile) Stop() error {
+	for _, n := range l.more {
+		_ = n.p.stop()
+	}
+	return l.p.stop()
+}
+
+func (l *Lastmile) PID() int { return l.p.cmd.Process.Pid }
+
+// Addrs returns the MQTT address of every node.
+func (l *Lastmile) Addrs() []string {
+	out := []string{l.Addr()}
+	for _, n := range l.more {
+		out = append(out, n.out.Addr("mqtt"))
+	}
+	return out
+}
+
+// PIDs returns the process ID of every node.
+func (l *Lastmile) PIDs() []int {
+	out := []int{l.PID()}
+	for _, n := range l.more {
+		out = append(out, n.p.cmd.Process.Pid)
+	}
+	return out
+}
+
 func (l *Lastmile) Creds() *Creds {
 	return l.creds
 }
