@@ -151,8 +151,12 @@ func (f *Frame) Append(b []byte) ([]byte, error) {
 
 // Encode returns f's wire form.
 func (f *Frame) Encode() ([]byte, error) {
-	n := HeaderLen + 16 + len(f.Data) + len(f.Target) + len(f.Token) + len(f.Message)
-	return f.Append(make([]byte, 0, n))
+	return f.Append(make([]byte, 0, f.encodedLen()))
+}
+
+// encodedLen bounds the length of f's wire form.
+func (f *Frame) encodedLen() int {
+	return HeaderLen + 16 + len(f.Data) + len(f.Target) + len(f.Token) + len(f.Message)
 }
 
 // check validates the fields both Append and Decode care about.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/bufpool"
 )
 
 // Defaults for SessionConfig.
@@ -62,7 +64,8 @@ type SessionConfig struct {
 	ID       string
 	DeviceID string
 	// Send publishes one encoded frame to the peer. The session serialises
-	// calls, so calls are in sequence-number order.
+	// calls, so calls are in sequence-number order. Send must not keep
+	// payload after it returns: the session reuses the buffer.
 	Send func(ctx context.Context, payload []byte) error
 	// Initiator is true on the side that opens streams (the platform): it
 	// uses odd stream IDs, the other side even ones.
@@ -319,10 +322,15 @@ func (s *Session) send(ctx context.Context, f Frame) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	f.Seq = s.sendSeq + 1
-	b, err := f.Encode()
+	// Send does not keep the payload (SessionConfig.Send), so the encoded
+	// frame goes back to the pool once it is published.
+	bp := bufpool.Get(f.encodedLen())
+	defer bufpool.Put(bp)
+	b, err := f.Append((*bp)[:0])
 	if err != nil {
 		return err
 	}
+	*bp = b
 	if err := s.cfg.Send(ctx, b); err != nil {
 		return fmt.Errorf("send %s: %w", f.Type, err)
 	}

@@ -147,7 +147,7 @@ func TestSequenceGapEndsSessionDuplicateIgnored(t *testing.T) {
 	var mu sync.Mutex
 	s, err := NewSession(SessionConfig{ID: "s", Send: func(_ context.Context, p []byte) error {
 		mu.Lock()
-		sent = append(sent, p)
+		sent = append(sent, append([]byte(nil), p...)) // Send must not keep p
 		mu.Unlock()
 		return nil
 	}})
@@ -188,7 +188,7 @@ func TestFlowControlViolationResetsStream(t *testing.T) {
 	var sent []Frame
 	s, err := NewSession(SessionConfig{ID: "s", Window: 10, Accept: func(st *Stream) { _ = st.Accept(context.Background()) },
 		Send: func(_ context.Context, p []byte) error {
-			f, _ := Decode(p)
+			f, _ := Decode(append([]byte(nil), p...)) // Send must not keep p
 			mu.Lock()
 			sent = append(sent, f)
 			mu.Unlock()
