@@ -13,9 +13,11 @@ const Version = 1
 // number and stream ID.
 const HeaderLen = 1 + 1 + 8 + 4
 
-// DefaultMaxData is the largest data frame body. The broker's default
-// packet limit is 256 KiB; 64 KiB leaves room for the topic and header and
-// measured as fast as larger frames (docs/tunnel.md).
+// DefaultMaxData is the largest data frame body a side sends unless
+// configured otherwise. 64 KiB fits any broker packet limit from 65 KiB up
+// with room for the topic and header, so an agent needs no setting; the
+// platform knows its broker's limit and sends frames up to MaxData
+// (docs/tunnel.md).
 const DefaultMaxData = 64 << 10
 
 // MaxData is the largest data frame body this package ever accepts.

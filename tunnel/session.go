@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +18,7 @@ const (
 	// DefaultWindow is each stream's receive window: the most bytes a peer
 	// may send before the reader consumes them. It bounds memory per stream
 	// and, with the round trip, throughput (docs/tunnel.md).
-	DefaultWindow      = 512 << 10
+	DefaultWindow      = 1 << 20
 	DefaultMaxStreams  = 16
 	DefaultIdleTimeout = 15 * time.Minute
 	DefaultMaxLifetime = 8 * time.Hour
@@ -184,6 +185,9 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 // ID returns the session ID.
 func (s *Session) ID() string { return s.cfg.ID }
 
+// MaxData returns the largest data frame body the session sends.
+func (s *Session) MaxData() int { return s.cfg.MaxData }
+
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
@@ -335,6 +339,36 @@ func (s *Session) send(ctx context.Context, f Frame) error {
 		return fmt.Errorf("send %s: %w", f.Type, err)
 	}
 	s.sendSeq = f.Seq
+	return nil
+}
+
+// sendData numbers and publishes one data frame of the next n bytes of
+// *bufs (n > 0, at most MaxData, no more than *bufs holds), and advances
+// *bufs past them. The bytes are copied once, into the frame.
+func (s *Session) sendData(ctx context.Context, stream uint32, bufs *[][]byte, n int) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	seq := s.sendSeq + 1
+	bp := bufpool.Get(HeaderLen + n)
+	defer bufpool.Put(bp)
+	b := append((*bp)[:0], Version, byte(TypeData))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, stream)
+	for len(b) < HeaderLen+n {
+		v := (*bufs)[0]
+		k := min(len(v), HeaderLen+n-len(b))
+		b = append(b, v[:k]...)
+		if k == len(v) {
+			*bufs = (*bufs)[1:]
+		} else {
+			(*bufs)[0] = v[k:]
+		}
+	}
+	*bp = b
+	if err := s.cfg.Send(ctx, b); err != nil {
+		return fmt.Errorf("send %s: %w", TypeData, err)
+	}
+	s.sendSeq = seq
 	return nil
 }
 

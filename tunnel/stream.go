@@ -210,8 +210,22 @@ func (st *Stream) Read(p []byte) (int, error) {
 
 // Write sends p, blocking while the peer has granted no credit.
 func (st *Stream) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
+	n, err := st.WriteBuffers([][]byte{p})
+	return int(n), err
+}
+
+// WriteBuffers sends the concatenation of bufs, blocking while the peer
+// has granted no credit. The bytes go out in data frames as large as
+// credit and the frame size allow, whatever the sizes of the buffers: a
+// caller holding several small messages sends them as one frame, with one
+// copy. It consumes bufs (like net.Buffers.WriteTo).
+func (st *Stream) WriteBuffers(bufs [][]byte) (int64, error) {
+	var total int64
+	for _, b := range bufs {
+		total += int64(len(b))
+	}
+	var written int64
+	for written < total {
 		st.mu.Lock()
 		for st.credit == 0 && st.err == nil && !st.finSent {
 			st.cond.Wait()
@@ -224,18 +238,17 @@ func (st *Stream) Write(p []byte) (int, error) {
 			}
 			return written, err
 		}
-		n := int(min(int64(len(p)), st.credit, int64(st.s.cfg.MaxData)))
+		n := int(min(total-written, st.credit, int64(st.s.cfg.MaxData)))
 		st.credit -= int64(n)
 		st.out += int64(n)
 		st.mu.Unlock()
-		if err := st.s.send(st.s.ctx, Frame{Type: TypeData, Stream: st.id, Data: p[:n]}); err != nil {
+		if err := st.s.sendData(st.s.ctx, st.id, &bufs, n); err != nil {
 			st.fail(&ReasonError{Reason: ReasonShutdown, Message: err.Error(), kind: ErrStreamReset}, true)
 			return written, err
 		}
 		st.s.out.Add(int64(n))
 		st.s.lastData.Store(st.s.cfg.Now().UnixNano())
-		written += n
-		p = p[n:]
+		written += int64(n)
 	}
 	return written, nil
 }
