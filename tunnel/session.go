@@ -18,7 +18,7 @@ const (
 	// DefaultWindow is each stream's receive window: the most bytes a peer
 	// may send before the reader consumes them. It bounds memory per stream
 	// and, with the round trip, throughput (docs/tunnel.md).
-	DefaultWindow      = 1 << 20
+	DefaultWindow      = 512 << 10
 	DefaultMaxStreams  = 16
 	DefaultIdleTimeout = 15 * time.Minute
 	DefaultMaxLifetime = 8 * time.Hour
