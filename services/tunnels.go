@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"google.golang.org/grpc/status"
@@ -214,7 +215,12 @@ func (s *tunnelServer) upload(gs tunnelv1.TunnelService_ConnectServer, first *tu
 			}
 		}
 		if size > 0 {
-			if _, err := st.WriteBuffers(bufs); err != nil {
+			held := slices.Clone(bufs) // WriteBuffers consumes bufs
+			_, err := st.WriteBuffers(bufs)
+			for _, b := range held {
+				recycle(b) // decoded by connectCodec into pooled buffers
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -48,8 +48,9 @@ func Get(n int) *[]byte {
 }
 
 // Put recycles a buffer from Get (or a reslice of it with the same
-// capacity). The caller must not use it afterwards. Buffers whose capacity
-// is not a class size are left to the garbage collector.
+// capacity). The pool keeps bp itself: neither the buffer nor the variable
+// bp points to may be used afterwards. Buffers whose capacity is not a
+// class size are left to the garbage collector.
 func Put(bp *[]byte) {
 	c := cap(*bp)
 	if c < 1<<minShift || c > 1<<maxShift || c&(c-1) != 0 {
