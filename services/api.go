@@ -99,6 +99,7 @@ func New(cfg Config) (*API, error) {
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(m.unary(a.log), auth.unary),
 		grpc.ChainStreamInterceptor(m.stream(a.log), auth.stream),
+		grpc.ForceServerCodecV2(newConnectCodec()), // tunnel uploads without two copies (tunnelcodec.go)
 	}, cfg.GRPCServerOptions...)
 	a.grpc = grpc.NewServer(opts...)
 	devicev1.RegisterDeviceServiceServer(a.grpc, &deviceServer{reg: cfg.Registry, log: a.log, events: cfg.Events})

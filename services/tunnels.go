@@ -6,11 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	_ "github.com/lastmile-dm/lastmile/internal/grpcbuf" // gRPC buffers sized for bulk streams
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/relay"
@@ -109,31 +111,7 @@ func (s *tunnelServer) Connect(gs tunnelv1.TunnelService_ConnectServer) error {
 
 	// Client -> device.
 	up := make(chan error, 1)
-	go func() {
-		m := first
-		for {
-			if len(m.GetData()) > 0 {
-				if _, err := st.Write(m.GetData()); err != nil {
-					up <- err
-					return
-				}
-			}
-			if m.GetCloseWrite() {
-				up <- st.CloseWrite()
-				return
-			}
-			var err error
-			if m, err = gs.Recv(); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = st.CloseWrite()
-				} else {
-					st.Reset(tunnel.ReasonNormal, "client went away")
-				}
-				up <- err
-				return
-			}
-		}
-	}()
+	go func() { up <- s.upload(gs, first, st) }()
 
 	// Device -> client.
 	buf := make([]byte, tunnel.DefaultMaxData)
@@ -163,6 +141,97 @@ func (s *tunnelServer) Connect(gs tunnelv1.TunnelService_ConnectServer) error {
 		return nil
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// uploadQueue is how many received Connect messages wait for the tunnel
+// stream: enough to fill a data frame from lmctl's 64 KiB messages.
+const uploadQueue = 4
+
+// upload carries the client's bytes to the device until the client's
+// half-close. A receiver goroutine decodes gRPC messages while this one
+// publishes, and the messages that queued up during a publish leave
+// together in one data frame (up to the frame size): fewer, larger MQTT
+// packets, each costing the broker and the device a fixed amount.
+func (s *tunnelServer) upload(gs tunnelv1.TunnelService_ConnectServer, first *tunnelv1.ConnectRequest, st *tunnel.Stream) error {
+	type msg struct {
+		data []byte
+		err  error // io.EOF: the client half-closed
+	}
+	q := make(chan msg, uploadQueue)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		m := first
+		for {
+			var next msg
+			if d := m.GetData(); len(d) > 0 {
+				next.data = d
+			}
+			if m.GetCloseWrite() {
+				next.err = io.EOF
+			}
+			if next.data != nil || next.err != nil {
+				select {
+				case q <- next:
+				case <-stop:
+					return
+				}
+				if next.err != nil {
+					return
+				}
+			}
+			var err error
+			if m, err = gs.Recv(); err != nil {
+				select {
+				case q <- msg{err: err}:
+				case <-stop:
+				}
+				return
+			}
+		}
+	}()
+	frame := st.Session().MaxData()
+	var carry *msg
+	for {
+		var m msg
+		if carry != nil {
+			m, carry = *carry, nil
+		} else {
+			m = <-q
+		}
+		bufs, size := [][]byte{m.data}, len(m.data)
+	batch:
+		for m.err == nil && size < frame {
+			select {
+			case n := <-q:
+				if size+len(n.data) > frame {
+					carry = &n
+					break batch
+				}
+				bufs, size, m.err = append(bufs, n.data), size+len(n.data), n.err
+			default:
+				break batch
+			}
+		}
+		if size > 0 {
+			held := slices.Clone(bufs) // WriteBuffers consumes bufs
+			_, err := st.WriteBuffers(bufs)
+			for _, b := range held {
+				recycle(b) // decoded by connectCodec into pooled buffers
+			}
+			if err != nil {
+				return err
+			}
+		}
+		switch {
+		case m.err == nil:
+		case errors.Is(m.err, io.EOF):
+			return st.CloseWrite()
+		default:
+			st.Reset(tunnel.ReasonNormal, "client went away")
+			return m.err
+		}
 	}
 }
 

@@ -13,9 +13,11 @@ const Version = 1
 // number and stream ID.
 const HeaderLen = 1 + 1 + 8 + 4
 
-// DefaultMaxData is the largest data frame body. The broker's default
-// packet limit is 256 KiB; 64 KiB leaves room for the topic and header and
-// measured as fast as larger frames (docs/tunnel.md).
+// DefaultMaxData is the largest data frame body a side sends unless
+// configured otherwise. 64 KiB fits any broker packet limit from 65 KiB up
+// with room for the topic and header, so an agent needs no setting; the
+// platform knows its broker's limit and sends frames up to MaxData
+// (docs/tunnel.md).
 const DefaultMaxData = 64 << 10
 
 // MaxData is the largest data frame body this package ever accepts.
@@ -151,8 +153,12 @@ func (f *Frame) Append(b []byte) ([]byte, error) {
 
 // Encode returns f's wire form.
 func (f *Frame) Encode() ([]byte, error) {
-	n := HeaderLen + 16 + len(f.Data) + len(f.Target) + len(f.Token) + len(f.Message)
-	return f.Append(make([]byte, 0, n))
+	return f.Append(make([]byte, 0, f.encodedLen()))
+}
+
+// encodedLen bounds the length of f's wire form.
+func (f *Frame) encodedLen() int {
+	return HeaderLen + 16 + len(f.Data) + len(f.Target) + len(f.Token) + len(f.Message)
 }
 
 // check validates the fields both Append and Decode care about.

@@ -12,6 +12,8 @@ type PubSub interface {
 	// Publish sends payload on topic with qos. It may block until the
 	// message is handed to the network. A session never calls it from two
 	// goroutines at once, so the order of calls is the order on the wire.
+	// Publish does not keep payload after it returns (the session reuses
+	// the buffer for its next frame): it writes it out, or copies it.
 	Publish(ctx context.Context, topic string, qos byte, payload []byte) error
 	// Subscribe delivers every message matching filter to h until cancel is
 	// called; after a reconnect the implementation subscribes again. h runs

@@ -2,12 +2,15 @@ package tunnel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lastmile-dm/lastmile/internal/bufpool"
 )
 
 // Defaults for SessionConfig.
@@ -62,7 +65,8 @@ type SessionConfig struct {
 	ID       string
 	DeviceID string
 	// Send publishes one encoded frame to the peer. The session serialises
-	// calls, so calls are in sequence-number order.
+	// calls, so calls are in sequence-number order. Send must not keep
+	// payload after it returns: the session reuses the buffer.
 	Send func(ctx context.Context, payload []byte) error
 	// Initiator is true on the side that opens streams (the platform): it
 	// uses odd stream IDs, the other side even ones.
@@ -180,6 +184,9 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 
 // ID returns the session ID.
 func (s *Session) ID() string { return s.cfg.ID }
+
+// MaxData returns the largest data frame body the session sends.
+func (s *Session) MaxData() int { return s.cfg.MaxData }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -319,14 +326,49 @@ func (s *Session) send(ctx context.Context, f Frame) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	f.Seq = s.sendSeq + 1
-	b, err := f.Encode()
+	// Send does not keep the payload (SessionConfig.Send), so the encoded
+	// frame goes back to the pool once it is published.
+	bp := bufpool.Get(f.encodedLen())
+	defer bufpool.Put(bp)
+	b, err := f.Append((*bp)[:0])
 	if err != nil {
 		return err
 	}
+	*bp = b
 	if err := s.cfg.Send(ctx, b); err != nil {
 		return fmt.Errorf("send %s: %w", f.Type, err)
 	}
 	s.sendSeq = f.Seq
+	return nil
+}
+
+// sendData numbers and publishes one data frame of the next n bytes of
+// *bufs (n > 0, at most MaxData, no more than *bufs holds), and advances
+// *bufs past them. The bytes are copied once, into the frame.
+func (s *Session) sendData(ctx context.Context, stream uint32, bufs *[][]byte, n int) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	seq := s.sendSeq + 1
+	bp := bufpool.Get(HeaderLen + n)
+	defer bufpool.Put(bp)
+	b := append((*bp)[:0], Version, byte(TypeData))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, stream)
+	for len(b) < HeaderLen+n {
+		v := (*bufs)[0]
+		k := min(len(v), HeaderLen+n-len(b))
+		b = append(b, v[:k]...)
+		if k == len(v) {
+			*bufs = (*bufs)[1:]
+		} else {
+			(*bufs)[0] = v[k:]
+		}
+	}
+	*bp = b
+	if err := s.cfg.Send(ctx, b); err != nil {
+		return fmt.Errorf("send %s: %w", TypeData, err)
+	}
+	s.sendSeq = seq
 	return nil
 }
 

@@ -19,6 +19,12 @@ import (
 // inline delivery).
 func pair(t *testing.T, window uint32) (initiator, acceptor *Session, accepted chan *Stream) {
 	t.Helper()
+	return pairTap(t, window, nil)
+}
+
+// pairTap is pair with tap seeing every frame sent, before delivery.
+func pairTap(t *testing.T, window uint32, tap func(Frame)) (initiator, acceptor *Session, accepted chan *Stream) {
+	t.Helper()
 	accepted = make(chan *Stream, 16)
 	var a, b *Session
 	var mu sync.Mutex
@@ -28,7 +34,15 @@ func pair(t *testing.T, window uint32) (initiator, acceptor *Session, accepted c
 				mu.Lock()
 				dst := *peer
 				mu.Unlock()
-				dst.Deliver(append([]byte(nil), p...))
+				p = append([]byte(nil), p...)
+				if tap != nil {
+					f, err := Decode(p)
+					if err != nil {
+						t.Errorf("sent a bad frame: %v", err)
+					}
+					tap(f)
+				}
+				dst.Deliver(p)
 				return nil
 			},
 			Accept: func(st *Stream) {
@@ -147,7 +161,7 @@ func TestSequenceGapEndsSessionDuplicateIgnored(t *testing.T) {
 	var mu sync.Mutex
 	s, err := NewSession(SessionConfig{ID: "s", Send: func(_ context.Context, p []byte) error {
 		mu.Lock()
-		sent = append(sent, p)
+		sent = append(sent, append([]byte(nil), p...)) // Send must not keep p
 		mu.Unlock()
 		return nil
 	}})
@@ -188,7 +202,7 @@ func TestFlowControlViolationResetsStream(t *testing.T) {
 	var sent []Frame
 	s, err := NewSession(SessionConfig{ID: "s", Window: 10, Accept: func(st *Stream) { _ = st.Accept(context.Background()) },
 		Send: func(_ context.Context, p []byte) error {
-			f, _ := Decode(p)
+			f, _ := Decode(append([]byte(nil), p...)) // Send must not keep p
 			mu.Lock()
 			sent = append(sent, f)
 			mu.Unlock()
@@ -260,4 +274,47 @@ func FuzzSessionDeliver(f *testing.F) {
 			t.Fatalf("session sent an undecodable frame: %v", bad)
 		}
 	})
+}
+
+// TestWriteBuffersPacksFrames: WriteBuffers sends the concatenation of its
+// buffers in data frames as full as the frame size allows, whatever the
+// buffers' sizes, and the reader gets the bytes in order.
+func TestWriteBuffersPacksFrames(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sizes []int
+	a, _, accepted := pairTap(t, 1<<20, func(f Frame) {
+		if f.Type == TypeData {
+			mu.Lock()
+			sizes = append(sizes, len(f.Data))
+			mu.Unlock()
+		}
+	})
+	sa, err := a.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := <-accepted
+	var want []byte
+	var bufs [][]byte
+	for i, n := range []int{100, 5000, 3, 0, 2000, 4096, 1} {
+		b := bytes.Repeat([]byte{byte(i + 1)}, n)
+		want = append(want, b...)
+		bufs = append(bufs, b)
+	}
+	n, err := sa.WriteBuffers(bufs)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("WriteBuffers = %d, %v; want %d", n, err, len(want))
+	}
+	_ = sa.CloseWrite()
+	got, err := io.ReadAll(sb)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v), want the %d written in order", len(got), err, len(want))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 11200 bytes in frames of at most 4096 (pair's MaxData): 4096, 4096, 3008.
+	if len(sizes) != 3 || sizes[0] != 4096 || sizes[1] != 4096 || sizes[2] != 3008 {
+		t.Fatalf("data frames of %v bytes, want [4096 4096 3008]", sizes)
+	}
 }

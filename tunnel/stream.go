@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/lastmile-dm/lastmile/internal/bufpool"
 )
 
 // Stream is one TCP connection's worth of bytes in a session, both ways,
@@ -26,7 +28,7 @@ type Stream struct {
 	err     error // reset or session closed; returned by Read and Write
 
 	// receive side
-	buf      [][]byte
+	buf      []chunk
 	buffered int
 	peak     int
 	avail    int64 // bytes the peer may still send us
@@ -39,6 +41,21 @@ type Stream struct {
 
 	in, out int64
 	gone    bool // removed from the session
+}
+
+// chunk is one received data frame's bytes, from bufpool, of which the
+// reader has consumed off.
+type chunk struct {
+	p   *[]byte
+	off int
+}
+
+// dropBuf discards the unread data; st.mu is held.
+func (st *Stream) dropBuf() {
+	for _, c := range st.buf {
+		bufpool.Put(c.p)
+	}
+	st.buf, st.buffered = nil, 0
 }
 
 func newStream(s *Session, id, peerWindow uint32) *Stream {
@@ -118,7 +135,9 @@ func (st *Stream) deliver(f Frame) {
 		st.in += int64(n)
 		st.s.in.Add(int64(n))
 		if !st.readShut && st.err == nil {
-			st.buf = append(st.buf, append([]byte(nil), f.Data...))
+			c := chunk{p: bufpool.Get(n)}
+			copy(*c.p, f.Data)
+			st.buf = append(st.buf, c)
 			st.buffered += n
 			st.peak = max(st.peak, st.buffered)
 		}
@@ -159,13 +178,14 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) && len(st.buf) > 0 {
-		c := copy(p[n:], st.buf[0])
-		n += c
-		if c == len(st.buf[0]) {
-			st.buf[0] = nil
+		c := &st.buf[0]
+		k := copy(p[n:], (*c.p)[c.off:])
+		n += k
+		c.off += k
+		if c.off == len(*c.p) {
+			bufpool.Put(c.p)
+			st.buf[0] = chunk{}
 			st.buf = st.buf[1:]
-		} else {
-			st.buf[0] = st.buf[0][c:]
 		}
 	}
 	st.buffered -= n
@@ -190,8 +210,22 @@ func (st *Stream) Read(p []byte) (int, error) {
 
 // Write sends p, blocking while the peer has granted no credit.
 func (st *Stream) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
+	n, err := st.WriteBuffers([][]byte{p})
+	return int(n), err
+}
+
+// WriteBuffers sends the concatenation of bufs, blocking while the peer
+// has granted no credit. The bytes go out in data frames as large as
+// credit and the frame size allow, whatever the sizes of the buffers: a
+// caller holding several small messages sends them as one frame, with one
+// copy. It consumes bufs (like net.Buffers.WriteTo).
+func (st *Stream) WriteBuffers(bufs [][]byte) (int64, error) {
+	var total int64
+	for _, b := range bufs {
+		total += int64(len(b))
+	}
+	var written int64
+	for written < total {
 		st.mu.Lock()
 		for st.credit == 0 && st.err == nil && !st.finSent {
 			st.cond.Wait()
@@ -204,18 +238,17 @@ func (st *Stream) Write(p []byte) (int, error) {
 			}
 			return written, err
 		}
-		n := int(min(int64(len(p)), st.credit, int64(st.s.cfg.MaxData)))
+		n := int(min(total-written, st.credit, int64(st.s.cfg.MaxData)))
 		st.credit -= int64(n)
 		st.out += int64(n)
 		st.mu.Unlock()
-		if err := st.s.send(st.s.ctx, Frame{Type: TypeData, Stream: st.id, Data: p[:n]}); err != nil {
+		if err := st.s.sendData(st.s.ctx, st.id, &bufs, n); err != nil {
 			st.fail(&ReasonError{Reason: ReasonShutdown, Message: err.Error(), kind: ErrStreamReset}, true)
 			return written, err
 		}
 		st.s.out.Add(int64(n))
 		st.s.lastData.Store(st.s.cfg.Now().UnixNano())
-		written += n
-		p = p[n:]
+		written += int64(n)
 	}
 	return written, nil
 }
@@ -247,7 +280,7 @@ func (st *Stream) Close() error {
 	st.mu.Lock()
 	graceful := st.finRecv && st.err == nil
 	st.readShut = true
-	st.buf, st.buffered = nil, 0
+	st.dropBuf()
 	st.mu.Unlock()
 	if graceful {
 		err := st.CloseWrite()
@@ -274,7 +307,7 @@ func (st *Stream) fail(err *ReasonError, notify bool) bool {
 		return false
 	}
 	st.err = err
-	st.buf, st.buffered = nil, 0
+	st.dropBuf()
 	st.cond.Broadcast()
 	st.mu.Unlock()
 	closeOnce(st.accepted)

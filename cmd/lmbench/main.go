@@ -10,6 +10,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -59,6 +62,7 @@ func run(args []string) error {
 	only := fs.String("cases", "", "suite: run only cases whose name contains one of these comma-separated `words`")
 	target := fs.String("target", "lastmile", "run: `lastmile`, mosquitto or mochi")
 	targets := fs.String("targets", "lastmile,mosquitto,mochi", "suite: comma-separated `targets`, lastmile first; ratios are lastmile/each other")
+	pprofAddr := fs.String("pprof-addr", "", "serve the generator's own pprof handlers on this loopback `host:port` (LMBENCH_PPROF profiles the server)")
 	var p bench.Params
 	scenario := fs.String("scenario", "", "run: scenario `name`")
 	fs.IntVar(&p.Devices, "devices", 1000, "run: devices")
@@ -96,6 +100,13 @@ func run(args []string) error {
 		return fmt.Errorf("unknown subcommand %q", args[0])
 	}
 
+	if *pprofAddr != "" {
+		stopPprof, err := servePprof(*pprofAddr)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	dir, err := os.MkdirTemp("", "lmbench")
@@ -191,4 +202,21 @@ func mochiServe(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return bench.ServeMochi(ctx, *addr)
+}
+
+// servePprof serves the generator's pprof handlers, so that a profile
+// shows the generator's side of a scenario (the tunnel scenario's device
+// endpoint and gRPC client run here).
+func servePprof(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-pprof-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }

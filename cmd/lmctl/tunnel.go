@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	_ "github.com/lastmile-dm/lastmile/internal/grpcbuf" // gRPC buffers sized for bulk streams
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 )
 

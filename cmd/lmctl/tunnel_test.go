@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -270,5 +271,64 @@ func BenchmarkForward(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 		})
+	}
+}
+
+// TestUploadThroughLmctlTunnel: 16 MB written in pieces of every size from
+// one byte to more than a data frame arrive intact and in order at a
+// target behind the agent (the server packs queued Connect messages into
+// frames and decodes them into pooled buffers; a mix-up shows here).
+func TestUploadThroughLmctlTunnel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				h := sha256.New()
+				if _, err := io.Copy(h, c); err == nil {
+					_, _ = c.Write(h.Sum(nil))
+				}
+			}()
+		}
+	}()
+	target := ln.Addr().String()
+	s := startServer(t, target)
+	addr, stop := forward(t, s, target)
+	defer stop()
+
+	data := make([]byte, 16<<20)
+	_, _ = rand.Read(data)
+	want := sha256.Sum256(data)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	sizes := []int{1, 7, 1000, 64 << 10, 65<<10 + 3, 200 << 10, 300 << 10, 13}
+	for i, rest := 0, data; len(rest) > 0; i++ {
+		n := min(sizes[i%len(sizes)], len(rest))
+		if _, err := c.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("no checksum from the target: %v", err)
+	}
+	if !bytes.Equal(got, want[:]) {
+		t.Fatalf("target hashed %x, sent %x", got, want)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lastmile-dm/lastmile/dm/topic"
+	_ "github.com/lastmile-dm/lastmile/internal/grpcbuf" // gRPC buffers sized for bulk streams
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
@@ -118,7 +119,7 @@ func runTunnel(ctx context.Context, env Env, p Params) (Result, error) {
 	}
 	m := startCPU(l.PID())
 	tBytes, tTime, err := upload(ctx, tc, p.Duration)
-	bcpu, _, _ := m.stop()
+	bcpu, gcpu, _ := m.stop()
 	_ = tc.Close()
 	if err != nil {
 		return r, fmt.Errorf("tunnel upload: %w", err)
@@ -150,6 +151,7 @@ func runTunnel(ctx context.Context, env Env, p Params) (Result, error) {
 	r.add("upload_direct", "MB/s", dRate/1e6, true)
 	r.add("upload_tunnel/direct", "", tRate/dRate, true)
 	r.add("server_cpu_per_MB", "ms", ms(bcpu)/(float64(tBytes)/1e6), false)
+	r.add("generator_cpu_per_MB", "ms", ms(gcpu)/(float64(tBytes)/1e6), false)
 	r.add("rtt_tunnel_p50", "ms", ms(q(tLat, 0.5)), false)
 	r.add("rtt_tunnel_p99", "ms", ms(q(tLat, 0.99)), false)
 	r.add("rtt_direct_p50", "ms", ms(q(dLat, 0.5)), false)

@@ -43,13 +43,15 @@ func (n *Node) newTunnels(logger *slog.Logger) (*relay.Relay, error) {
 	})
 }
 
-// tunnelMaxData keeps data frames, with the frame header, topic and MQTT
-// header (well under 1 KiB), inside the broker's packet limit.
+// tunnelMaxData is the platform's data frame size: as large as the
+// protocol allows (fewer, larger MQTT packets cost the broker and the
+// device less per byte) while frames, with the frame header, topic and MQTT
+// header (well under 1 KiB), stay inside the broker's packet limit.
 func tunnelMaxData(maxPacket uint32) int {
 	if maxPacket == 0 {
 		maxPacket = broker.DefaultMaxPacketSize
 	}
-	return max(1, min(tunnel.DefaultMaxData, int(maxPacket)-1024))
+	return max(1, min(tunnel.MaxData, int(maxPacket)-1024))
 }
 
 // stopTunnels ends every tunnel session, so that gRPC Connect streams end

@@ -29,7 +29,7 @@ import (
 
 func TestTunnelFramesFitThePacketLimit(t *testing.T) {
 	t.Parallel()
-	for limit, want := range map[uint32]int{0: 64 << 10, 256 << 10: 64 << 10, 16 << 10: 15 << 10, 1024: 1} {
+	for limit, want := range map[uint32]int{0: 192 << 10, 256 << 10: 192 << 10, 128 << 10: 127 << 10, 16 << 10: 15 << 10, 1024: 1, 1 << 20: 192 << 10} {
 		if got := tunnelMaxData(limit); got != want {
 			t.Errorf("tunnelMaxData(%d) = %d, want %d", limit, got, want)
 		}
