@@ -141,6 +141,7 @@ func connectInWorkers(ctx context.Context, env Env, p Params, n int) (reps []wor
 		}
 	}
 	width := max(1, connectWidth/p.Procs)
+	logw := &lockedWriter{w: env.Log} // the workers' stderr, copied concurrently
 	for k := range p.Procs {
 		first, last := k*n/p.Procs, (k+1)*n/p.Procs
 		spec := workerSpec{Addrs: addrsOf(env.Target), First: first, Sources: p.Sources, Width: width}
@@ -148,7 +149,7 @@ func connectInWorkers(ctx context.Context, env Env, p Params, n int) (reps []wor
 			spec.Passwords = append(spec.Passwords, creds.DevicePassword[DeviceID(i)])
 		}
 		cmd := exec.Command(self, "connect-worker") //nolint:gosec // G204: this very binary
-		cmd.Stderr = env.Log
+		cmd.Stderr = logw
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -204,4 +205,16 @@ func connectInWorkers(ctx context.Context, env Env, p Params, n int) (reps []wor
 		}
 	}
 	return reps, release, nil
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
