@@ -140,8 +140,14 @@ func encodeConnect3(cfg Config) []byte {
 	return frame(pConnect<<4, b)
 }
 
+// packetReader is what readPacket reads from: a *bufio.Reader.
+type packetReader interface {
+	io.ByteReader
+	io.Reader
+}
+
 // readPacket reads one packet: its type, flags and body.
-func readPacket(r io.ByteReader) (typ, flags byte, body []byte, err error) {
+func readPacket(r packetReader) (typ, flags byte, body []byte, err error) {
 	first, err := r.ReadByte()
 	if err != nil {
 		return 0, 0, nil, err
@@ -165,13 +171,11 @@ func readPacket(r io.ByteReader) (typ, flags byte, body []byte, err error) {
 		return 0, 0, nil, fmt.Errorf("%w: %d-byte packet, at most %d", ErrMalformed, n, maxPacket)
 	}
 	body = make([]byte, n)
-	for i := range body {
-		if body[i], err = r.ReadByte(); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, 0, nil, err
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
 		}
+		return 0, 0, nil, err
 	}
 	return first >> 4, first & 0x0F, body, nil
 }
