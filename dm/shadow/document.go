@@ -150,6 +150,12 @@ func cloneVal(v any) any {
 // the paths it changes and shares the rest, so a stored document can be
 // read by others while the next version is built from it.
 func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
+	// Every leaf written gets the same {"timestamp": ts}: metadata is never
+	// modified in place, so one object can stand for all of them.
+	return mergeStamp(dst, meta, patch, Object{"timestamp": ts})
+}
+
+func mergeStamp(dst, meta Object, patch Object, stamp Object) (Object, Object) {
 	nd := make(Object, len(dst)+len(patch))
 	for k, v := range dst {
 		nd[k] = v
@@ -170,7 +176,7 @@ func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
 			if wasObj {
 				mv, _ = meta[k].(Object)
 			}
-			sub, subMeta := merge(dv, mv, pv, ts)
+			sub, subMeta := mergeStamp(dv, mv, pv, stamp)
 			if len(sub) == 0 {
 				delete(nd, k)
 				delete(nm, k)
@@ -180,7 +186,7 @@ func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
 			continue
 		}
 		nd[k] = v
-		nm[k] = Object{"timestamp": ts}
+		nm[k] = stamp
 	}
 	return nd, nm
 }
