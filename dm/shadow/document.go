@@ -36,8 +36,13 @@ type Document struct {
 	ClientToken string `json:"clientToken,omitempty"`
 }
 
-// DecodeDocument parses a stored document.
+// DecodeDocument parses a stored document. Documents this package wrote
+// take a fast path (parseJSON); anything else, e.g. a field in another
+// case, goes through encoding/json as before.
 func DecodeDocument(b []byte) (*Document, error) {
+	if d, ok := decodeDocumentFast(b); ok {
+		return d, nil
+	}
 	var d Document
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -45,6 +50,76 @@ func DecodeDocument(b []byte) (*Document, error) {
 		return nil, fmt.Errorf("decode shadow document: %w", err)
 	}
 	return &d, nil
+}
+
+// decodeDocumentFast decodes what encode writes: ok is false for anything
+// it does not recognise exactly, and the caller falls back.
+func decodeDocumentFast(b []byte) (*Document, bool) {
+	v, err := parseJSONWith(jsonParser{b: b, strict: true})
+	if err != nil {
+		return nil, false
+	}
+	o, ok := v.(Object)
+	if !ok {
+		return nil, false
+	}
+	d := &Document{}
+	for k, v := range o {
+		switch k {
+		case "state":
+			if d.State, ok = decodeState(v); !ok {
+				return nil, false
+			}
+		case "metadata":
+			if d.Metadata, ok = decodeState(v); !ok {
+				return nil, false
+			}
+		case "version":
+			n, isNum := v.(json.Number)
+			u, err := strconv.ParseUint(string(n), 10, 64)
+			if !isNum || err != nil {
+				return nil, false
+			}
+			d.Version = u
+		case "timestamp":
+			n, isNum := v.(json.Number)
+			i, err := strconv.ParseInt(string(n), 10, 64)
+			if !isNum || err != nil {
+				return nil, false
+			}
+			d.Timestamp = i
+		case "clientToken":
+			if d.ClientToken, ok = v.(string); !ok {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+	}
+	return d, true
+}
+
+func decodeState(v any) (State, bool) {
+	o, ok := v.(Object)
+	if !ok {
+		return State{}, false
+	}
+	var s State
+	for k, v := range o {
+		h, ok := v.(Object)
+		if !ok {
+			return State{}, false
+		}
+		switch k {
+		case "desired":
+			s.Desired = h
+		case "reported":
+			s.Reported = h
+		default:
+			return State{}, false
+		}
+	}
+	return s, true
 }
 
 // Encode returns the stored form of d.

@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -17,8 +18,12 @@ import (
 // the largest domain cost of a shadow update. Errors describe the first
 // problem and its byte offset; they do not wrap ErrInvalid (the caller
 // says what was being parsed), except for numbers out of range.
-func parseJSON(b []byte) (any, error) {
-	p := jsonParser{b: b}
+func parseJSON(b []byte) (any, error) { return parseJSONWith(jsonParser{b: b}) }
+
+// errNotExact is what jsonParser.strict refuses.
+var errNotExact = errors.New("repeated key or non-canonical number")
+
+func parseJSONWith(p jsonParser) (any, error) {
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -41,6 +46,12 @@ var errTrailing = fmt.Errorf("%w: payload has data after the JSON object", ErrIn
 type jsonParser struct {
 	b []byte
 	i int
+	// strict refuses (errNotExact) a repeated object key, where
+	// encoding/json's last-one-wins into a map and its merge into a struct
+	// differ, and a number not in canonical form, which encoding/json would
+	// keep as written: for decoding stored documents exactly as
+	// encoding/json does, or not at all.
+	strict bool
 }
 
 type jsonSyntaxError struct {
@@ -135,6 +146,11 @@ func (p *jsonParser) object(depth int) (Object, error) {
 		v, err := p.value(depth)
 		if err != nil {
 			return nil, err
+		}
+		if p.strict {
+			if _, dup := o[k]; dup {
+				return nil, errNotExact
+			}
 		}
 		o[k] = v // a repeated key: the last one wins, as in encoding/json
 		p.skipSpace()
@@ -348,7 +364,11 @@ func (p *jsonParser) number() (json.Number, error) {
 	if integer && len(lit) <= 18 && string(lit) != "-0" {
 		return json.Number(lit), nil
 	}
-	return canonicalNumber(json.Number(lit))
+	n, err := canonicalNumber(json.Number(lit))
+	if err == nil && p.strict && string(n) != string(lit) {
+		return "", errNotExact
+	}
+	return n, err
 }
 
 // canonicalNumber is the canonical form of a number literal: integers that

@@ -3,6 +3,7 @@ package shadow
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -72,6 +73,8 @@ func checkAccepted(t *testing.T, prev, update []byte) {
 			d.State.Reported, d.Metadata.Reported = merge(d.State.Reported, d.Metadata.Reported, u.Reported, ts)
 		}
 		d.Version++
+		d.ClientToken = u.ClientToken
+		checkDecodeDocument(t, d)
 		if i == 1 {
 			r := &Result{Current: d}
 			if got, want := UpdateAccepted(u, r), updateAcceptedRef(u, r); !bytes.Equal(got, want) {
@@ -93,4 +96,65 @@ func FuzzUpdateAccepted(f *testing.F) {
 		f.Add([]byte(x.prev), []byte(x.update))
 	}
 	f.Fuzz(func(t *testing.T, prev, update []byte) { checkAccepted(t, prev, update) })
+}
+
+// decodeDocumentRef is DecodeDocument's fallback, encoding/json.
+func decodeDocumentRef(b []byte) (*Document, error) {
+	var d Document
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	err := dec.Decode(&d)
+	return &d, err
+}
+
+// checkDecodeDocument: a document as stored takes the fast path and
+// decodes to what encoding/json makes of it.
+func checkDecodeDocument(t *testing.T, d *Document) {
+	t.Helper()
+	b, err := d.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := decodeDocumentFast(b)
+	if !ok {
+		t.Fatalf("stored document %s missed the fast path", b)
+	}
+	want, err := decodeDocumentRef(b)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s:\nfast %#v\nref  %#v (%v)", b, got, want, err)
+	}
+}
+
+// TestDecodeDocumentFallback: what the fast path does not recognise is
+// decoded by encoding/json, as before.
+func TestDecodeDocumentFallback(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`{"State":{"Reported":{"a":1}},"Version":3}`,
+		`{"state":{"desired":null,"reported":{"a":1.50}},"version":2}`,
+		`{"state":{"reported":{"a":1}},"state":{"desired":{"b":2}}}`,
+		`{"state":{"reported":{"a":1}},"version":2,"extra":true}`,
+		`{"state":{"reported":{"a":1.50,"b":1e2}},"version":2}`, `{"version":1.0}`, `{"version":-1}`,
+		`{"version":"x"}`, `[]`, `{"state":`, `{"clientToken":null,"timestamp":1e3}`,
+	} {
+		checkDecodeDocumentFallback(t, []byte(in))
+	}
+}
+
+func checkDecodeDocumentFallback(t *testing.T, in []byte) {
+	t.Helper()
+	got, gerr := DecodeDocument(in)
+	want, werr := decodeDocumentRef(in)
+	if (gerr != nil) != (werr != nil) || (werr == nil && !reflect.DeepEqual(got, want)) {
+		t.Fatalf("%s: got %#v (%v), encoding/json %#v (%v)", in, got, gerr, want, werr)
+	}
+}
+
+// FuzzDecodeDocument: whatever the bytes, DecodeDocument decodes what
+// encoding/json decodes, and fails where it fails.
+func FuzzDecodeDocument(f *testing.F) {
+	f.Add([]byte(`{"state":{"reported":{"a":1.50,"b":1e2}},"version":2}`))
+	f.Add([]byte(`{"state":{"desired":{"x":{"y":[1,"z",null]}},"reported":{}},"metadata":{"desired":{"x":{"y":{"timestamp":1}}}},"version":7,"timestamp":1700000000,"clientToken":"c"}`))
+	f.Add([]byte(`{"State":{"Reported":{"a":1}},"state":{"reported":{"b":2}}}`))
+	f.Fuzz(func(t *testing.T, in []byte) { checkDecodeDocumentFallback(t, in) })
 }

@@ -106,7 +106,7 @@ func decodeObject(payload []byte, lim Limits) (Object, error) {
 	if err != nil {
 		var se *jsonSyntaxError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("%w: payload is not valid JSON: %s", ErrInvalid, se)
+			return nil, fmt.Errorf("%w: payload is not valid JSON: %s", ErrInvalid, se.Error())
 		}
 		return nil, err
 	}

@@ -60,3 +60,15 @@ func BenchmarkUpdateAccepted(b *testing.B) {
 		_ = UpdateAccepted(u, &Result{Current: cur})
 	}
 }
+
+// BenchmarkDecodeDocument is the read of a stored document when the
+// service's write cache misses (fleets larger than the cache, gets).
+func BenchmarkDecodeDocument(b *testing.B) {
+	raw := []byte(`{"state":{"desired":{"fw":{"version":"2.1.0"},"interval":30},"reported":{"fw":{"version":"2.1.0"},"seq":12345,"temp":21.5}},"metadata":{"desired":{"fw":{"version":{"timestamp":1700000000}},"interval":{"timestamp":1700000000}},"reported":{"fw":{"version":{"timestamp":1700000001}},"seq":{"timestamp":1700000001},"temp":{"timestamp":1700000001}}},"version":8,"timestamp":1700000001,"clientToken":"12345"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeDocument(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

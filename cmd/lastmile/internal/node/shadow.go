@@ -326,7 +326,7 @@ func (b *shadowBridge) reqCtx() context.Context {
 		return d.ctx
 	}
 	d := &sharedDeadline{renew: now.Add(time.Second)}
-	d.ctx, d.cancel = context.WithDeadline(b.ctx, now.Add(shadowReqTimeout+time.Second))
+	d.ctx, d.cancel = context.WithDeadline(b.ctx, now.Add(shadowReqTimeout+time.Second)) //nolint:gosec // released by its own timer (see sharedDeadline.cancel) or when b.ctx ends
 	b.deadline.Store(d)
 	return d.ctx
 }
