@@ -210,7 +210,7 @@ func (p *jsonParser) str() (string, error) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
-			s := string(p.b[start:p.i])
+			s := intern(p.b[start:p.i])
 			p.i++
 			return s, nil
 		case c == '\\':
@@ -386,4 +386,26 @@ func canonicalNumber(x json.Number) (json.Number, error) {
 		return json.Number(strconv.FormatInt(int64(f), 10)), nil
 	}
 	return json.Number(strconv.FormatFloat(f, 'g', -1, 64)), nil
+}
+
+// intern returns the keys every document and request repeats without
+// allocating (every metadata leaf is {"timestamp": t}), else a copy of b.
+func intern(b []byte) string {
+	switch string(b) { // no allocation: the compiler compares in place
+	case "timestamp":
+		return "timestamp"
+	case "state":
+		return "state"
+	case "reported":
+		return "reported"
+	case "desired":
+		return "desired"
+	case "metadata":
+		return "metadata"
+	case "version":
+		return "version"
+	case "clientToken":
+		return "clientToken"
+	}
+	return string(b)
 }
