@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"strconv"
@@ -231,13 +232,14 @@ func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
 }
 
 func mergeStamp(dst, meta Object, patch Object, stamp Object) (Object, Object) {
-	nd := make(Object, len(dst)+len(patch))
-	for k, v := range dst {
-		nd[k] = v
+	// maps.Clone copies a map's table as is, much cheaper than inserting
+	// its entries one by one; most updates write keys that exist already.
+	nd, nm := maps.Clone(dst), maps.Clone(meta)
+	if nd == nil {
+		nd = make(Object, len(patch))
 	}
-	nm := make(Object, len(meta)+len(patch))
-	for k, v := range meta {
-		nm[k] = v
+	if nm == nil {
+		nm = make(Object, len(patch))
 	}
 	for k, v := range patch {
 		if v == nil {
