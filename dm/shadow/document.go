@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"strconv"
@@ -36,8 +37,13 @@ type Document struct {
 	ClientToken string `json:"clientToken,omitempty"`
 }
 
-// DecodeDocument parses a stored document.
+// DecodeDocument parses a stored document. Documents this package wrote
+// take a fast path (parseJSON); anything else, e.g. a field in another
+// case, goes through encoding/json as before.
 func DecodeDocument(b []byte) (*Document, error) {
+	if d, ok := decodeDocumentFast(b); ok {
+		return d, nil
+	}
 	var d Document
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -45,6 +51,76 @@ func DecodeDocument(b []byte) (*Document, error) {
 		return nil, fmt.Errorf("decode shadow document: %w", err)
 	}
 	return &d, nil
+}
+
+// decodeDocumentFast decodes what encode writes: ok is false for anything
+// it does not recognise exactly, and the caller falls back.
+func decodeDocumentFast(b []byte) (*Document, bool) {
+	v, err := parseJSONWith(jsonParser{b: b, strict: true})
+	if err != nil {
+		return nil, false
+	}
+	o, ok := v.(Object)
+	if !ok {
+		return nil, false
+	}
+	d := &Document{}
+	for k, v := range o {
+		switch k {
+		case "state":
+			if d.State, ok = decodeState(v); !ok {
+				return nil, false
+			}
+		case "metadata":
+			if d.Metadata, ok = decodeState(v); !ok {
+				return nil, false
+			}
+		case "version":
+			n, isNum := v.(json.Number)
+			u, err := strconv.ParseUint(string(n), 10, 64)
+			if !isNum || err != nil {
+				return nil, false
+			}
+			d.Version = u
+		case "timestamp":
+			n, isNum := v.(json.Number)
+			i, err := strconv.ParseInt(string(n), 10, 64)
+			if !isNum || err != nil {
+				return nil, false
+			}
+			d.Timestamp = i
+		case "clientToken":
+			if d.ClientToken, ok = v.(string); !ok {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+	}
+	return d, true
+}
+
+func decodeState(v any) (State, bool) {
+	o, ok := v.(Object)
+	if !ok {
+		return State{}, false
+	}
+	var s State
+	for k, v := range o {
+		h, ok := v.(Object)
+		if !ok {
+			return State{}, false
+		}
+		switch k {
+		case "desired":
+			s.Desired = h
+		case "reported":
+			s.Reported = h
+		default:
+			return State{}, false
+		}
+	}
+	return s, true
 }
 
 // Encode returns the stored form of d.
@@ -150,13 +226,20 @@ func cloneVal(v any) any {
 // the paths it changes and shares the rest, so a stored document can be
 // read by others while the next version is built from it.
 func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
-	nd := make(Object, len(dst)+len(patch))
-	for k, v := range dst {
-		nd[k] = v
+	// Every leaf written gets the same {"timestamp": ts}: metadata is never
+	// modified in place, so one object can stand for all of them.
+	return mergeStamp(dst, meta, patch, Object{"timestamp": ts})
+}
+
+func mergeStamp(dst, meta Object, patch Object, stamp Object) (Object, Object) {
+	// maps.Clone copies a map's table as is, much cheaper than inserting
+	// its entries one by one; most updates write keys that exist already.
+	nd, nm := maps.Clone(dst), maps.Clone(meta)
+	if nd == nil {
+		nd = make(Object, len(patch))
 	}
-	nm := make(Object, len(meta)+len(patch))
-	for k, v := range meta {
-		nm[k] = v
+	if nm == nil {
+		nm = make(Object, len(patch))
 	}
 	for k, v := range patch {
 		if v == nil {
@@ -170,7 +253,7 @@ func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
 			if wasObj {
 				mv, _ = meta[k].(Object)
 			}
-			sub, subMeta := merge(dv, mv, pv, ts)
+			sub, subMeta := mergeStamp(dv, mv, pv, stamp)
 			if len(sub) == 0 {
 				delete(nd, k)
 				delete(nm, k)
@@ -180,7 +263,7 @@ func merge(dst, meta Object, patch Object, ts json.Number) (Object, Object) {
 			continue
 		}
 		nd[k] = v
-		nm[k] = Object{"timestamp": ts}
+		nm[k] = stamp
 	}
 	return nd, nm
 }

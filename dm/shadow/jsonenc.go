@@ -39,7 +39,8 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 		if x == nil {
 			return append(b, "null"...), nil
 		}
-		keys := make([]string, 0, len(x))
+		var small [8]string // most objects are small: sort their keys on the stack
+		keys := small[:0]
 		for k := range x {
 			keys = append(keys, k)
 		}

@@ -1,6 +1,7 @@
 package shadow
 
 import (
+	"slices"
 	"strconv"
 	"time"
 )
@@ -27,12 +28,7 @@ type getView struct {
 }
 
 func mustJSON(v any) []byte {
-	b, err := appendJSON(make([]byte, 0, 256), v)
-	if err != nil {
-		// Every value here was decoded from JSON or built from plain types.
-		panic("shadow: encode payload: " + err.Error())
-	}
-	return b
+	return mustAppendJSON(make([]byte, 0, 256), v)
 }
 
 // GetAccepted is the get/accepted payload: the whole document with its
@@ -47,26 +43,85 @@ func GetAccepted(d *Document, clientToken string) []byte {
 
 // UpdateAccepted is the update/accepted payload: the state the request
 // sent (null for a cleared half), the metadata of what it wrote, and the
-// new version.
+// new version. It is written directly, in json.Marshal's key order, rather
+// than built as maps and encoded: it goes out on every update.
 func UpdateAccepted(u *Update, r *Result) []byte {
-	state, meta := map[string]any{}, map[string]any{}
 	cur := r.Current
-	for _, h := range []struct {
-		key   string
-		patch Object
-		clear bool
-		meta  Object
-	}{{"desired", u.Desired, u.ClearDesired, cur.Metadata.Desired}, {"reported", u.Reported, u.ClearReported, cur.Metadata.Reported}} {
-		switch {
-		case h.patch != nil:
-			state[h.key] = h.patch
-			meta[h.key] = metaFor(h.patch, h.meta)
-		case h.clear:
-			state[h.key] = nil
+	b := make([]byte, 0, 2*len(u.ClientToken)+256)
+	b = append(b, '{')
+	if u.ClientToken != "" {
+		b = append(b, `"clientToken":`...)
+		b = appendJSONString(b, u.ClientToken)
+		b = append(b, ',')
+	}
+	b = append(b, `"metadata":{`...)
+	if u.Desired != nil {
+		b = append(b, `"desired":`...)
+		b = appendMetaFor(b, u.Desired, cur.Metadata.Desired)
+	}
+	if u.Reported != nil {
+		if u.Desired != nil {
+			b = append(b, ',')
+		}
+		b = append(b, `"reported":`...)
+		b = appendMetaFor(b, u.Reported, cur.Metadata.Reported)
+	}
+	b = append(b, `},"state":{`...)
+	if u.Desired != nil || u.ClearDesired {
+		b = append(b, `"desired":`...)
+		b = mustAppendJSON(b, u.Desired)
+	}
+	if u.Reported != nil || u.ClearReported {
+		if u.Desired != nil || u.ClearDesired {
+			b = append(b, ',')
+		}
+		b = append(b, `"reported":`...)
+		b = mustAppendJSON(b, u.Reported)
+	}
+	b = append(b, `},"timestamp":`...)
+	b = strconv.AppendInt(b, cur.Timestamp, 10)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendUint(b, cur.Version, 10)
+	return append(b, '}')
+}
+
+// appendMetaFor appends the JSON of metaFor(state, meta) without building
+// it.
+func appendMetaFor(b []byte, state, meta Object) []byte {
+	var small [8]string
+	keys := small[:0]
+	for k := range state {
+		if _, ok := meta[k]; ok {
+			keys = append(keys, k)
 		}
 	}
-	return mustJSON(withToken(map[string]any{
-		"state": state, "metadata": meta, "version": cur.Version, "timestamp": cur.Timestamp}, u.ClientToken))
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		m := meta[k]
+		if sv, ok := state[k].(Object); ok {
+			if mo, ok := m.(Object); ok {
+				b = appendMetaFor(b, sv, mo)
+				continue
+			}
+		}
+		b = mustAppendJSON(b, m)
+	}
+	return append(b, '}')
+}
+
+func mustAppendJSON(b []byte, v any) []byte {
+	b, err := appendJSON(b, v)
+	if err != nil {
+		// Every value here was decoded from JSON or built from plain types.
+		panic("shadow: encode payload: " + err.Error())
+	}
+	return b
 }
 
 // UpdateDocuments is the update/documents payload: the document before

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"unicode/utf8"
 )
@@ -103,31 +102,19 @@ func decodeObject(payload []byte, lim Limits) (Object, error) {
 	if !utf8.Valid(payload) {
 		return nil, fmt.Errorf("%w: payload is not UTF-8 JSON", ErrInvalid)
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: payload is not valid JSON: %s", ErrInvalid, jsonErr(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: payload has data after the JSON object", ErrInvalid)
+	v, err := parseJSON(payload)
+	if err != nil {
+		var se *jsonSyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%w: payload is not valid JSON: %s", ErrInvalid, se.Error())
+		}
+		return nil, err
 	}
 	o, ok := v.(Object)
 	if !ok {
 		return nil, fmt.Errorf("%w: payload must be a JSON object", ErrInvalid)
 	}
-	if _, err := canonical(o); err != nil {
-		return nil, err
-	}
 	return o, nil
-}
-
-func jsonErr(err error) string {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
-	}
-	return err.Error()
 }
 
 func parseToken(o Object) (string, error) {

@@ -15,7 +15,7 @@ import (
 func init() {
 	Register(Scenario{
 		Name:         "shadow",
-		Help:         "lastmile only. Devices update their reported state flat out: QoS 1 PUBLISH to $dm/{id}/shadow/update with a clientToken, at most -window unanswered per device, for -duration. Updates/s, p50/p99/max round trip from PUBLISH to update/accepted, server CPU per update.",
+		Help:         "lastmile only. Devices update their reported state flat out (or at -rate updates/s in total): QoS 1 PUBLISH to $dm/{id}/shadow/update with a clientToken, at most -window unanswered per device, for -duration. Updates/s, p50/p99/max round trip from PUBLISH to update/accepted, server CPU per update.",
 		Devices:      func(p Params) int { return p.Devices },
 		Run:          runShadow,
 		LastmileOnly: true,
@@ -114,10 +114,28 @@ func runShadow(ctx context.Context, env Env, p Params) (Result, error) {
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, len(devs))
-	for _, d := range devs {
+	// At a fixed rate, each device sends every interval, the devices'
+	// phases spread evenly over one interval so that the load is smooth.
+	var interval time.Duration
+	if p.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(len(devs)) / float64(p.Rate))
+	}
+	start := time.Now()
+	for i, d := range devs {
 		wg.Go(func() {
 			topic := "$dm/" + d.id + "/shadow/update"
+			next := start.Add(interval * time.Duration(i) / time.Duration(len(devs)))
 			for {
+				if interval > 0 {
+					t := time.NewTimer(time.Until(next))
+					select {
+					case <-t.C:
+					case <-pctx.Done():
+						t.Stop()
+						return
+					}
+					next = next.Add(interval)
+				}
 				select {
 				case d.slot <- struct{}{}:
 				case <-pctx.Done():

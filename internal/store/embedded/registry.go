@@ -83,7 +83,9 @@ func (s *Store) DeleteDevice(_ context.Context, id string) error {
 	_ = b.Delete([]byte(prefixPresence+id), nil)
 	shadows := []byte(prefixShadow + id + "/")
 	_ = b.DeleteRange(shadows, prefixEnd(shadows), nil)
-	return b.Commit(pebble.Sync)
+	err := b.Commit(pebble.Sync)
+	s.shadows.epoch.Add(1) // the stripes forget the versions they remember
+	return err
 }
 
 // ListDevices returns up to limit devices with IDs after after, by ID.

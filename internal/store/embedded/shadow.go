@@ -3,10 +3,14 @@ package embedded
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/lastmile-dm/lastmile/dm/shadow"
 )
@@ -20,19 +24,78 @@ const prefixShadow = "sh/"
 
 func shadowKey(id, name string) string { return prefixShadow + id + "/" + name }
 
-// shadowLocks is the single writer path for shadows: a compare-and-set
+// shadowStripes is the single writer path for shadows: a compare-and-set
 // holds the stripe of its key, so the check and the write of one shadow
 // never interleave, while writes of different shadows proceed (and
 // group-commit in Pebble's WAL) in parallel instead of queueing on
-// Store.mu. The stripes are shared by every Store in the process, which
-// only makes them a little coarser.
-var (
-	shadowSeed  = maphash.MakeSeed()
-	shadowLocks [512]sync.Mutex
-)
+// Store.mu.
+//
+// Each stripe also remembers the version it last wrote for a bounded
+// number of keys, so a compare-and-set need not read the record back from
+// Pebble (a lookup through memtables and sstables that cost more than the
+// write). Only this Store writes its database (Pebble locks the
+// directory), and every shadow write holds the stripe, so a remembered
+// version is the stored one; DeleteDevice, which removes shadows by range,
+// bumps epoch after it commits, and a stripe forgets everything when it
+// sees a new epoch.
+type shadowStripes struct {
+	seed    maphash.Seed
+	epoch   atomic.Uint64
+	stripes [512]shadowStripe
+}
 
-func shadowLock(key string) *sync.Mutex {
-	return &shadowLocks[maphash.String(shadowSeed, key)%uint64(len(shadowLocks))]
+type shadowStripe struct {
+	sync.Mutex
+	epoch uint64
+	vers  map[string]uint64
+}
+
+// versionsPerStripe bounds the remembered versions: 512 x 256 keys.
+const versionsPerStripe = 256
+
+// lock locks and returns the stripe of key, its memory current.
+func (ss *shadowStripes) lock(key string) *shadowStripe {
+	st := &ss.stripes[maphash.String(ss.seed, key)%uint64(len(ss.stripes))]
+	st.Lock()
+	if e := ss.epoch.Load(); st.epoch != e {
+		clear(st.vers)
+		st.epoch = e
+	}
+	return st
+}
+
+func (st *shadowStripe) remember(key string, v uint64) {
+	if st.vers == nil {
+		st.vers = make(map[string]uint64, versionsPerStripe)
+	}
+	if _, ok := st.vers[key]; !ok && len(st.vers) >= versionsPerStripe {
+		for k := range st.vers { // evict one, arbitrarily
+			delete(st.vers, k)
+			break
+		}
+	}
+	st.vers[key] = v
+}
+
+// version returns the stored version of the shadow at key (0: none), from
+// the stripe's memory or else from Pebble. The caller holds st.
+func (s *Store) version(st *shadowStripe, key string) (uint64, error) {
+	if v, ok := st.vers[key]; ok {
+		return v, nil
+	}
+	b, closer, err := s.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	rec, err := decodeRecord(b)
+	if err != nil {
+		return 0, err
+	}
+	return rec.Version, nil
 }
 
 func decodeRecord(b []byte) (shadow.Record, error) {
@@ -59,51 +122,44 @@ func (s *Store) GetShadow(_ context.Context, id, name string) (shadow.Record, er
 func (s *Store) PutShadow(_ context.Context, id, name string, r shadow.Record, expect uint64) error {
 	defer s.observe("put_shadow", time.Now())
 	key := shadowKey(id, name)
-	mu := shadowLock(key)
-	mu.Lock()
-	defer mu.Unlock()
-	b, ok, err := s.get(key)
+	st := s.shadows.lock(key)
+	defer st.Unlock()
+	cur, err := s.version(st, key)
 	if err != nil {
 		return err
 	}
-	var cur uint64
-	if ok {
-		rec, err := decodeRecord(b)
-		if err != nil {
-			return err
-		}
-		cur = rec.Version
-	}
 	if cur != expect {
+		st.remember(key, cur)
 		return fmt.Errorf("shadow %s/%s is at version %d, not %d: %w", id, name, cur, expect, shadow.ErrConflict)
 	}
 	v := make([]byte, 8+len(r.Doc))
 	binary.BigEndian.PutUint64(v, r.Version)
 	copy(v[8:], r.Doc)
-	return s.db.Set([]byte(key), v, writeOpts(true))
+	if err := s.db.Set([]byte(key), v, writeOpts(true)); err != nil {
+		delete(st.vers, key) // it may or may not be written
+		return err
+	}
+	st.remember(key, r.Version)
+	return nil
 }
 
 // DeleteShadow removes the shadow if its version is expect (0: any).
 func (s *Store) DeleteShadow(_ context.Context, id, name string, expect uint64) error {
 	defer s.observe("delete_shadow", time.Now())
 	key := shadowKey(id, name)
-	mu := shadowLock(key)
-	mu.Lock()
-	defer mu.Unlock()
-	b, ok, err := s.get(key)
+	st := s.shadows.lock(key)
+	defer st.Unlock()
+	cur, err := s.version(st, key)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if cur == 0 {
 		return fmt.Errorf("shadow %s/%s: %w", id, name, shadow.ErrNotFound)
 	}
-	rec, err := decodeRecord(b)
-	if err != nil {
-		return err
+	if expect != 0 && cur != expect {
+		return fmt.Errorf("shadow %s/%s is at version %d, not %d: %w", id, name, cur, expect, shadow.ErrConflict)
 	}
-	if expect != 0 && rec.Version != expect {
-		return fmt.Errorf("shadow %s/%s is at version %d, not %d: %w", id, name, rec.Version, expect, shadow.ErrConflict)
-	}
+	delete(st.vers, key)
 	return s.db.Delete([]byte(key), writeOpts(true))
 }
 

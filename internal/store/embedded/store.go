@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
@@ -38,9 +39,11 @@ type Store struct {
 	log *slog.Logger
 	dur *prometheus.HistogramVec
 
-	// mu serialises read-modify-write operations: the single writer path.
-	mu     sync.Mutex
-	closed bool
+	// mu serialises read-modify-write operations: the single writer path
+	// (shadows have their own, striped: shadows).
+	mu      sync.Mutex
+	shadows shadowStripes
+	closed  bool
 }
 
 // Open opens (or creates) the store in cfg.Dir.
@@ -54,6 +57,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, log: log}
+	s.shadows.seed = maphash.MakeSeed()
 	s.dur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:        "lastmile_store_op_duration_seconds",
 		Help:        "Latency of store operations.",

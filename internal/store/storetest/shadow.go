@@ -83,6 +83,21 @@ func testShadows(t *testing.T, s Store) {
 	if _, err := s.GetShadow(ctx, "d10", ""); err != nil {
 		t.Fatalf("deleting d1 touched d10: %v", err)
 	}
+	// The compare-and-set sees the deletion: the old version is gone and
+	// the shadow starts again from 0 (a store that remembers versions must
+	// forget them).
+	if err := s.PutShadow(ctx, "d1", "fw", shadow.Record{Version: 2, Doc: []byte(`{}`)}, 1); !errors.Is(err, shadow.ErrConflict) {
+		t.Fatalf("put expecting a version of a deleted device's shadow: %v, want ErrConflict", err)
+	}
+	if err := s.DeleteShadow(ctx, "d1", "fw", 0); !errors.Is(err, shadow.ErrNotFound) {
+		t.Fatalf("delete a deleted device's shadow: %v, want ErrNotFound", err)
+	}
+	if err := s.PutShadow(ctx, "d1", "fw", shadow.Record{Version: 1, Doc: []byte(`{}`)}, 0); err != nil {
+		t.Fatalf("recreate after the device was deleted: %v", err)
+	}
+	if err := s.PutShadow(ctx, "d10", "", shadow.Record{Version: 2, Doc: []byte(`{}`)}, 1); err != nil {
+		t.Fatalf("update d10 after d1 was deleted: %v", err)
+	}
 }
 
 func testShadowCAS(t *testing.T, s Store) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +77,11 @@ type shadowBridge struct {
 	stop   context.CancelFunc
 	cancel func() // the platform subscription
 	closed sync.Once
+
+	// deadline is the context requests run under (see reqCtx); dmu
+	// serialises its renewal.
+	deadline atomic.Pointer[sharedDeadline]
+	dmu      sync.Mutex
 
 	mu       sync.Mutex
 	inflight map[string]int // client ID -> requests queued or running
@@ -295,9 +301,38 @@ func (b *shadowBridge) work() {
 	}
 }
 
+// sharedDeadline is a context with a deadline that requests started
+// before renew share.
+type sharedDeadline struct {
+	ctx   context.Context
+	renew time.Time
+	// cancel is never called: the context's own timer releases it at its
+	// deadline, when no request can still be using it.
+	cancel context.CancelFunc
+}
+
+// reqCtx returns the context for a request: the bridge's, with a deadline
+// between shadowReqTimeout and a second more away. Requests started in
+// the same second share it rather than each arming and stopping a timer
+// of its own, which cost 3% of the CPU of a shadow update.
+func (b *shadowBridge) reqCtx() context.Context {
+	now := time.Now()
+	if d := b.deadline.Load(); d != nil && now.Before(d.renew) {
+		return d.ctx
+	}
+	b.dmu.Lock()
+	defer b.dmu.Unlock()
+	if d := b.deadline.Load(); d != nil && now.Before(d.renew) {
+		return d.ctx
+	}
+	d := &sharedDeadline{renew: now.Add(time.Second)}
+	d.ctx, d.cancel = context.WithDeadline(b.ctx, now.Add(shadowReqTimeout+time.Second)) //nolint:gosec // released by its own timer (see sharedDeadline.cancel) or when b.ctx ends
+	b.deadline.Store(d)
+	return d.ctx
+}
+
 func (b *shadowBridge) serve(j *shadowJob) {
-	ctx, cancel := context.WithTimeout(b.ctx, shadowReqTimeout)
-	defer cancel()
+	ctx := b.reqCtx()
 	st, m, lim := j.st, j.msg, b.svc.Limits()
 	var err error
 	var token string
@@ -392,8 +427,7 @@ func (b *shadowBridge) ShadowChanged(c shadow.Change) {
 }
 
 func (b *shadowBridge) resync(deviceID string, filters []string) {
-	ctx, cancel := context.WithTimeout(b.ctx, shadowReqTimeout)
-	defer cancel()
+	ctx := b.reqCtx()
 	names, err := b.svc.List(ctx, deviceID)
 	if err != nil {
 		b.log.Warn("list shadows for delta on subscribe", "device", deviceID, "error", err)
