@@ -133,9 +133,7 @@ func testKill9Shadow(t *testing.T, start func(t *testing.T) *server) {
 	t.Logf("%d updates accepted before SIGKILL", accepted)
 
 	s2 := start(t)
-	s2.mu.Lock()
-	s2.token = s.bootstrap() // printed only on the first start
-	s2.mu.Unlock()
+	s2.bearer = s.bootstrap() // printed only on the first start
 	for _, d := range devs {
 		if d.lastSeq < 0 {
 			continue

@@ -60,6 +60,7 @@ type server struct {
 	mu     sync.Mutex
 	log    bytes.Buffer
 	out    serveout.Watch
+	bearer string // the API token when not this start's bootstrap token (set before use)
 	exited chan struct{}
 	err    error // of Wait, after exited
 }
@@ -157,7 +158,11 @@ func (s *server) api(t *testing.T, method, path, body string) (int, map[string]a
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+s.bootstrap())
+	tok := s.bearer
+	if tok == "" {
+		tok = s.bootstrap()
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
