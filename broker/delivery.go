@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // Slow-consumer policies (Limits.SlowConsumerPolicy).

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // This file is how the platform itself speaks MQTT: services (shadows,

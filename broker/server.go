@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // Defaults for Limits.

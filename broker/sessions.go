@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"sync"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/hooks/storage"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/broker/persist"

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
 )
 
 // This file closes a race in mochi between the end of one connection and

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
 )
 
 // wsListener serves MQTT over WebSocket on a listener the broker has
