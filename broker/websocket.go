@@ -123,6 +123,11 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
+// NetConn returns the connection under the WebSocket, so that the mochi
+// fork finds its non-blocking writer (backlogConn) and writes deliveries
+// from the publisher's goroutine.
+func (c *wsConn) NetConn() net.Conn { return c.Conn }
+
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -115,10 +115,17 @@ type Client struct {
 type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
-	outbuf   *bytes.Buffer // a buffer for writing packets
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+
+	// fork: the write path (clientio.go).
+	wmu     sync.Mutex      // guards wbuf, wpkts, heldBy and writes to Conn
+	wbuf    *bytes.Buffer   // encoded packets not yet written to Conn
+	wpkts   int32           // packets in wbuf
+	heldBy  *writeBatch     // the read loop holding wbuf, if any
+	backlog WriteBacklogger // non-nil if Conn's writes never block: deliveries are written directly
+	batch   *writeBatch     // this client's read loop's batch; only its goroutine touches it
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -171,7 +178,6 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -181,10 +187,16 @@ func newClient(c net.Conn, o *ops) *Client {
 
 	if c != nil {
 		cl.Net = ClientConnection{
-			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
-			Remote: c.RemoteAddr().String(),
+			Conn:    c,
+			Remote:  c.RemoteAddr().String(),
+			backlog: backlogOf(c),
 		}
+		cl.Net.bconn = bufio.NewReaderSize(flushReader{cl}, o.options.ClientNetReadBufferSize)
+	}
+	if cl.Net.backlog == nil {
+		// fork: only a connection whose writes may block gets upstream's
+		// outbound channel (and, in attachClient, its WriteLoop goroutine).
+		cl.State.outbound = make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending)
 	}
 
 	return cl
@@ -192,10 +204,16 @@ func newClient(c net.Conn, o *ops) *Client {
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
 func (cl *Client) WriteLoop() {
+	var b writeBatch // fork: coalesce what is queued, flush when the queue is empty
+	defer b.flush()
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
+			err := cl.writePacket(*pk, &b)
+			if len(cl.State.outbound) == 0 {
+				b.flush()
+			}
+			if err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -365,6 +383,12 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 func (cl *Client) Read(packetHandler ReadFn) error {
 	var err error
 
+	// fork: hold this loop's writes while it has input buffered
+	// (flushReader writes them before the next socket read).
+	b := new(writeBatch)
+	cl.Net.batch = b
+	defer b.flush()
+
 	for {
 		if cl.Closed() {
 			return nil
@@ -394,6 +418,9 @@ func (cl *Client) Stop(err error) {
 	cl.State.endOnce.Do(func() {
 
 		if cl.Net.Conn != nil {
+			if cl.Net.backlog != nil {
+				_ = cl.flushWrites() // fork: what was held goes out first; does not block
+			}
 			_ = cl.Net.Conn.Close() // omit close error
 		}
 
@@ -524,6 +551,12 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 // WritePacket encodes and writes a packet to the client.
 func (cl *Client) WritePacket(pk packets.Packet) error {
+	return cl.writePacket(pk, nil)
+}
+
+// writePacket encodes pk into cl's write buffer and writes the buffer out,
+// unless b (the batch of the read loop making this write) holds it.
+func (cl *Client) writePacket(pk packets.Packet, b *writeBatch) error {
 	if cl.Closed() {
 		return ErrConnectionClosed
 	}
@@ -556,7 +589,8 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	buf := getWriteBuffer()
+	defer putWriteBuffer(buf)
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -599,36 +633,22 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 
-	n, err := func() (int64, error) {
-		cl.Lock()
-		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
-			if cl.Net.outbuf == nil {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-
-			// first write to buffer, then flush buffer
-			n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-			err = cl.flushOutbuf()
-			return int64(n), err
+	n := int64(buf.Len())
+	cl.Net.wmu.Lock()
+	if cl.Net.wbuf == nil {
+		cl.Net.wbuf = getWriteBuffer()
+	}
+	_, _ = cl.Net.wbuf.Write(buf.Bytes())
+	cl.Net.wpkts++
+	if b != nil && cl.Net.wbuf.Len() < maxHeldBytes {
+		if cl.Net.heldBy != b {
+			cl.Net.heldBy = b
+			b.dirty = append(b.dirty, cl)
 		}
-
-		// there are more writes in the queue
-		if cl.Net.outbuf == nil {
-			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-			cl.Net.outbuf = new(bytes.Buffer)
-		}
-
-		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
-			return int64(n), nil
-		}
-
-		err = cl.flushOutbuf()
-		return int64(n), err
-	}()
+	} else {
+		err = cl.flushLocked()
+	}
+	cl.Net.wmu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -641,17 +661,5 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 
 	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())
 
-	return err
-}
-
-func (cl *Client) flushOutbuf() (err error) {
-	if cl.Net.outbuf == nil {
-		return
-	}
-
-	_, err = cl.Net.outbuf.WriteTo(cl.Net.Conn)
-	if err == nil {
-		cl.Net.outbuf = nil
-	}
-	return
+	return nil
 }

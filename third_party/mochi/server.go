@@ -407,7 +407,9 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
+	if cl.Net.backlog == nil {
+		go cl.WriteLoop() // fork: only where writes may block (clientio.go)
+	}
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -739,7 +741,7 @@ func (s *Server) processConnect(cl *Client, _ packets.Packet) error {
 
 // processPingreq processes a Pingreq packet.
 func (s *Server) processPingreq(cl *Client, _ packets.Packet) error {
-	return cl.WritePacket(packets.Packet{
+	return cl.reply(packets.Packet{
 		FixedHeader: packets.FixedHeader{
 			Type: packets.Pingresp, // [MQTT-3.12.4-1]
 		},
@@ -879,7 +881,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		}
 
 		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrNotAuthorized)
-		return cl.WritePacket(ack)
+		return cl.reply(ack)
 	}
 
 	pk.Origin = cl.ID
@@ -894,7 +896,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
-				return cl.WritePacket(ack)
+				return cl.reply(ack)
 			}
 			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
 				atomic.AddInt64(&s.Info.Inflight, -1)
@@ -918,7 +920,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
 	} else if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, new(packets.Code)) {
-		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
+		err = cl.reply(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
 		if err != nil {
 			return err
 		}
@@ -933,7 +935,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// When it publishes a package with a qos > 0, the server treats
 	// the package as qos=0, and the client receives it as qos=1 or 2.
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
-		s.publishToSubscribers(pk)
+		s.publishFrom(pk, cl.Net.batch)
 		s.hooks.OnPublished(cl, pk)
 		return nil
 	}
@@ -949,7 +951,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
-	err = cl.WritePacket(ack)
+	err = cl.reply(ack)
 	if err != nil {
 		return err
 	}
@@ -962,7 +964,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		s.hooks.OnQosComplete(cl, ack)
 	}
 
-	s.publishToSubscribers(pk)
+	s.publishFrom(pk, cl.Net.batch)
 	s.hooks.OnPublished(cl, pk)
 
 	return nil
@@ -983,6 +985,12 @@ func (s *Server) retainMessage(cl *Client, pk packets.Packet) {
 
 // publishToSubscribers publishes a publish packet to all subscribers with matching topic filters.
 func (s *Server) publishToSubscribers(pk packets.Packet) {
+	s.publishFrom(pk, nil)
+}
+
+// publishFrom is publishToSubscribers for a publish handled by a read loop
+// whose batch is b (nil: not on a read loop): deliveries are held in b.
+func (s *Server) publishFrom(pk packets.Packet, b *writeBatch) {
 	if pk.Ignore {
 		return
 	}
@@ -1013,7 +1021,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 
 	for id, subs := range subscribers.Subscriptions {
 		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.publishToClient(cl, subs, pk)
+			_, err := s.deliver(cl, subs, pk, b)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -1022,6 +1030,12 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	return s.deliver(cl, sub, pk, nil)
+}
+
+// deliver is publishToClient with the write held in b, the batch of the
+// read loop delivering it (nil: written at once).
+func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet, b *writeBatch) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
@@ -1097,20 +1111,25 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	select {
-	case cl.State.outbound <- &out:
-		atomic.AddInt32(&cl.State.outboundQty, 1)
-	default:
-		atomic.AddInt64(&s.Info.MessagesDropped, 1)
-		cl.ops.hooks.OnPublishDropped(cl, pk)
-		if out.FixedHeader.Qos > 0 {
-			cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
-			cl.State.Inflight.IncreaseSendQuota()
+	if cl.Net.backlog != nil { // fork: written from this goroutine; the write does not block
+		if !cl.writesFull() {
+			return out, cl.writePacket(out, b)
 		}
-		return out, packets.ErrPendingClientWritesExceeded
+	} else {
+		select {
+		case cl.State.outbound <- &out:
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+			return out, nil
+		default:
+		}
 	}
-
-	return out, nil
+	atomic.AddInt64(&s.Info.MessagesDropped, 1)
+	cl.ops.hooks.OnPublishDropped(cl, pk)
+	if out.FixedHeader.Qos > 0 {
+		cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
+		cl.State.Inflight.IncreaseSendQuota()
+	}
+	return out, packets.ErrPendingClientWritesExceeded
 }
 
 func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, existed bool) {
@@ -1175,7 +1194,7 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 // processPubrec processes a Pubrec packet, denoting receipt of a QOS 2 packet sent from the server.
 func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
-		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.ErrPacketIdentifierNotFound))
+		return cl.reply(s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
@@ -1189,13 +1208,13 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
 	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
 	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
-	return cl.WritePacket(ack)
+	return cl.reply(ack)
 }
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
-		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
+		return cl.reply(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
@@ -1209,7 +1228,7 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 	ack := s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-11]
 	cl.State.Inflight.Set(ack)
 
-	err := cl.WritePacket(ack)
+	err := cl.reply(ack)
 	if err != nil {
 		return err
 	}
@@ -1296,7 +1315,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	}
 
 	s.hooks.OnSubscribed(cl, pk, reasonCodes)
-	err := cl.WritePacket(ack)
+	err := cl.reply(ack)
 	if err != nil {
 		return err
 	}
@@ -1353,7 +1372,7 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	}
 
 	s.hooks.OnUnsubscribed(cl, pk)
-	return cl.WritePacket(ack)
+	return cl.reply(ack)
 }
 
 // UnsubscribeClient unsubscribes a client from all of their subscriptions.
