@@ -109,6 +109,10 @@ func (c *backlogConn) WriteBacklog() int {
 	return len(c.backlog)
 }
 
+// SyscallConn returns the socket's raw connection: the mochi fork reads
+// through it so that an idle connection holds no read buffer.
+func (c *backlogConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
 // tryWrite writes what the socket takes now, without waiting.
 func (c *backlogConn) tryWrite(b []byte) (int, error) {
 	var n int

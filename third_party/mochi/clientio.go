@@ -23,9 +23,11 @@ package mqtt
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
@@ -86,18 +88,148 @@ func (b *writeBatch) flush() {
 	b.dirty = b.dirty[:0]
 }
 
-// flushReader is what a client's bufio.Reader reads from: bufio calls it
-// only when its buffer is empty, i.e. when the read loop has handled every
-// packet it had, so this is where held writes go out.
-type flushReader struct {
-	cl *Client
+// connReader is a client's buffered reader (upstream: a bufio.Reader).
+//
+// It reads from the socket only when its buffer is empty, i.e. when the
+// read loop has handled every packet it had, so that is where the writes
+// the loop held go out (writeBatch). On a socket it can drive directly
+// (syscall.Conn) it holds no buffer while waiting for input: the buffer
+// comes from a pool when the socket is readable and goes back when it is
+// drained, so an idle connection owns none.
+type connReader struct {
+	cl   *Client
+	rc   syscall.RawConn // nil: read through Conn.Read into a buffer kept for good
+	size int
+	buf  []byte
+	r, w int
 }
 
-func (r flushReader) Read(p []byte) (int, error) {
+var readBuffers sync.Pool // of *[]byte, of readBufferSize bytes
+
+// readBufferSize is the size of pooled read buffers; a client configured
+// with another ClientNetReadBufferSize allocates its own.
+const readBufferSize = 2048
+
+func newConnReader(cl *Client, c net.Conn, size int) *connReader {
+	if size <= 0 {
+		size = readBufferSize
+	}
+	r := &connReader{cl: cl, size: size}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rc = rc
+		}
+	}
+	return r
+}
+
+func (r *connReader) getBuf() []byte {
+	if r.size == readBufferSize {
+		if b, ok := readBuffers.Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, r.size)
+}
+
+func (r *connReader) putBuf(b []byte) {
+	if len(b) == readBufferSize {
+		readBuffers.Put(&b)
+	}
+}
+
+// ReadByte implements io.ByteReader.
+func (r *connReader) ReadByte() (byte, error) {
+	if r.r == r.w {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	b := r.buf[r.r]
+	r.r++
+	return b, nil
+}
+
+// Read implements io.Reader; a read as large as the buffer into an empty
+// buffer goes straight to the connection.
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.r == r.w {
+		if len(p) >= r.size {
+			r.flushHeld()
+			return r.cl.Net.Conn.Read(p)
+		}
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.buf[r.r:r.w])
+	r.r += n
+	return n, nil
+}
+
+// Buffered returns the bytes read from the socket and not yet consumed.
+func (r *connReader) Buffered() int { return r.w - r.r }
+
+func (r *connReader) flushHeld() {
 	if b := r.cl.Net.batch; b != nil {
 		b.flush()
 	}
-	return r.cl.Net.Conn.Read(p)
+}
+
+// fill reads into the empty buffer, writing out held writes first.
+func (r *connReader) fill() error {
+	r.flushHeld()
+	r.r, r.w = 0, 0
+	if r.rc == nil {
+		if r.buf == nil {
+			r.buf = make([]byte, r.size)
+		}
+		for range 100 { // as bufio: tolerate reads that return nothing
+			n, err := r.cl.Net.Conn.Read(r.buf)
+			r.w = n
+			if n > 0 {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return io.ErrNoProgress
+	}
+	if r.buf != nil {
+		r.putBuf(r.buf)
+		r.buf = nil
+	}
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		buf := r.getBuf()
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				r.putBuf(buf)
+				return false // wait until readable, holding no buffer
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				r.buf, r.w = buf, n
+				return true
+			}
+			r.putBuf(buf)
+			return true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
 }
 
 // reply writes pk to cl from cl's own read loop: held while the loop has

@@ -197,3 +197,52 @@ func TestWriteLoopCoalescesQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, bytes.Repeat([]byte{0xD0, 0x00}, 3), buf[:n])
 }
+
+// On a real socket the reader drives the file descriptor itself (holding
+// no buffer while it waits): packets split over reads, larger than the
+// buffer, and several in one read all arrive intact, and replies go out.
+func TestConnReaderOnSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer peer.Close()
+	srv, err := ln.Accept()
+	require.NoError(t, err)
+	defer srv.Close()
+
+	cl := newScriptClient(srv)
+	require.NotNil(t, cl.Net.bconn.rc, "a TCP socket is read through its raw connection")
+
+	big := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "big", Payload: bytes.Repeat([]byte("x"), 5000)}
+	var enc bytes.Buffer
+	require.NoError(t, big.PublishEncode(&enc))
+	stream := append(enc.Bytes(), 0xC0, 0x00, 0xC0, 0x00)
+	go func() {
+		// in two pieces, the first ending inside the big packet's header
+		_, _ = peer.Write(stream[:2])
+		_, _ = peer.Write(stream[2:])
+	}()
+
+	var got []packets.Packet
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.Read(func(cl *Client, pk packets.Packet) error {
+			got = append(got, pk)
+			if pk.FixedHeader.Type == packets.Pingreq {
+				return cl.reply(pingresp)
+			}
+			return nil
+		})
+	}()
+	resp := make([]byte, 4)
+	_, err = io.ReadFull(peer, resp)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0xD0, 0x00, 0xD0, 0x00}, resp)
+	_ = peer.Close()
+	require.ErrorIs(t, <-done, io.EOF)
+	require.Len(t, got, 3)
+	require.Equal(t, "big", got[0].TopicName)
+	require.Equal(t, big.Payload, got[0].Payload)
+}

@@ -5,7 +5,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -114,7 +113,7 @@ type Client struct {
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *bufio.Reader // a buffered net.Conn for reading packets
+	bconn    *connReader   // a buffered net.Conn for reading packets (fork: clientio.go)
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
@@ -191,7 +190,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			Remote:  c.RemoteAddr().String(),
 			backlog: backlogOf(c),
 		}
-		cl.Net.bconn = bufio.NewReaderSize(flushReader{cl}, o.options.ClientNetReadBufferSize)
+		cl.Net.bconn = newConnReader(cl, c, o.options.ClientNetReadBufferSize)
 	}
 	if cl.Net.backlog == nil {
 		// fork: only a connection whose writes may block gets upstream's
@@ -502,9 +501,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// fork: p is fresh (allocated above), so it is decoded in place;
+	// upstream copied it once more.
+	px := p
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
