@@ -112,11 +112,11 @@ type Client struct {
 
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
-	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *connReader   // a buffered net.Conn for reading packets (fork: clientio.go)
-	Remote   string        // the remote address of the client
-	Listener string        // listener id of the client
-	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+	Conn     net.Conn    // the net.Conn used to establish the connection
+	bconn    *connReader // a buffered net.Conn for reading packets (fork: clientio.go)
+	Remote   string      // the remote address of the client
+	Listener string      // listener id of the client
+	Inline   bool        // if true, the client is the built-in 'inline' embedded client
 
 	// fork: the write path (clientio.go).
 	wmu     sync.Mutex      // guards wbuf, wpkts, heldBy and writes to Conn
