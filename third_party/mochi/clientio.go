@@ -173,9 +173,12 @@ func (r *connReader) Read(p []byte) (int, error) {
 // Buffered returns the bytes read from the socket and not yet consumed.
 func (r *connReader) Buffered() int { return r.w - r.r }
 
+// flushHeld writes out what the read loop holds and, on the read loop
+// (not during the handshake), refreshes the keepalive deadline.
 func (r *connReader) flushHeld() {
 	if b := r.cl.Net.batch; b != nil {
 		b.flush()
+		r.cl.refreshDeadline(r.cl.State.Keepalive)
 	}
 }
 

@@ -380,36 +380,42 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
-	var err error
-
 	// fork: hold this loop's writes while it has input buffered
-	// (flushReader writes them before the next socket read).
+	// (connReader writes them before the next socket read, and refreshes
+	// the keepalive deadline there, once per read instead of per packet).
 	b := new(writeBatch)
 	cl.Net.batch = b
 	defer b.flush()
 
+	// fork: this frame and the ones under it are what an idle connection's
+	// goroutine keeps; the packet lives in handlePacket's frame, so that
+	// the parked stack stays small.
+	var fh packets.FixedHeader
 	for {
 		if cl.Closed() {
 			return nil
 		}
 
-		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
-		if err != nil {
+		fh = packets.FixedHeader{}
+		if err := cl.ReadFixedHeader(&fh); err != nil {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
+		if err := cl.handlePacket(&fh, packetHandler); err != nil {
 			return err
 		}
 	}
+}
+
+// handlePacket reads the rest of the packet fh starts and processes it.
+//
+//go:noinline
+func (cl *Client) handlePacket(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
