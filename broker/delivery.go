@@ -260,7 +260,7 @@ func (h *deliveryHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 
 // subscription finds cl's subscription matching topic, direct or shared.
 func (h *deliveryHook) subscription(cl *mqtt.Client, topic string) (packets.Subscription, bool) {
-	subs := h.s.mochi.Topics.Subscribers(topic)
+	subs := h.s.mochi.Topics.SubscribersOf(topic)
 	if s, ok := subs.Subscriptions[cl.ID]; ok {
 		return s, true
 	}

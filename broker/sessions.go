@@ -407,7 +407,7 @@ func (h *sessionHook) persistentSubscriber(topic string) bool {
 	if none {
 		return false
 	}
-	subs := h.srv.Topics.Subscribers(topic)
+	subs := h.srv.Topics.SubscribersOf(topic)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id := range subs.Subscriptions {

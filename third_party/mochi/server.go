@@ -1033,9 +1033,9 @@ func (s *Server) publishFrom(pk packets.Packet, b *writeBatch) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	subscribers := s.Topics.SubscribersOf(pk.TopicName) // fork: cached, read-only
 	if len(subscribers.Shared) > 0 {
-		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
+		subscribers = s.hooks.OnSelectSubscribers(subscribers.Clone(), pk)
 		if len(subscribers.SharedSelected) == 0 {
 			subscribers.SelectShared()
 		}

@@ -2244,7 +2244,7 @@ func TestProcessPublishWithTopicAlias(t *testing.T) {
 		pkx.TopicName = ""
 		pkx.Properties.TopicAlias = 1
 		_ = s.processPacket(cl2, pkx)
-		time.Sleep(time.Millisecond)
+		waitWritten(cl) // fork: upstream slept 1 ms, which a loaded machine overran
 		_ = w2.Close()
 		_ = w.Close()
 	}()
@@ -2868,7 +2868,7 @@ func TestServerProcessSubscribeWithRetain(t *testing.T) {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribe).Packet)
 		require.NoError(t, err)
 
-		time.Sleep(time.Millisecond)
+		waitWritten(cl) // fork: upstream slept 1 ms, which a loaded machine overran
 		_ = w.Close()
 	}()
 
@@ -3929,4 +3929,14 @@ func TestMinimum(t *testing.T) {
 	require.EqualValues(t, -1, minimum(-1, 0)) // negative values are not used, but included here for completeness
 	require.EqualValues(t, -1, minimum(-1, 20))
 	require.EqualValues(t, -2, minimum(-1, -2))
+}
+
+// waitWritten waits until cl's write goroutine has written everything
+// queued for it (fork: replaces 1 ms sleeps in upstream tests).
+func waitWritten(cl *Client) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if atomic.LoadInt32(&cl.State.outboundQty) == 0 {
+			return
+		}
+	}
 }

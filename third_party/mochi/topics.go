@@ -355,6 +355,68 @@ func (s *Subscribers) MergeSharedSelected() {
 type TopicsIndex struct {
 	Retained *packets.Packets
 	root     *particle // a leaf containing a message and more leaves.
+
+	// fork: SubscribersOf caches its results per topic until the next
+	// subscription change (subscriberCache).
+	cacheMu  sync.Mutex
+	cacheGen uint64
+	cache    map[string]*Subscribers
+}
+
+// maxCachedTopics bounds the subscriber cache; when full it starts over.
+const maxCachedTopics = 4096
+
+// invalidate drops every cached subscriber set; called after each change
+// to the index's subscriptions.
+func (x *TopicsIndex) invalidate() {
+	x.cacheMu.Lock()
+	x.cacheGen++
+	x.cache = nil
+	x.cacheMu.Unlock()
+}
+
+// SubscribersOf is Subscribers for readers: the result is shared and must
+// not be modified (Clone it first). It is computed once per topic and
+// reused until a subscription changes.
+func (x *TopicsIndex) SubscribersOf(topic string) *Subscribers {
+	x.cacheMu.Lock()
+	if s, ok := x.cache[topic]; ok {
+		x.cacheMu.Unlock()
+		return s
+	}
+	gen := x.cacheGen
+	x.cacheMu.Unlock()
+
+	s := x.Subscribers(topic)
+
+	x.cacheMu.Lock()
+	if x.cacheGen == gen { // no subscription changed while scanning
+		if x.cache == nil || len(x.cache) >= maxCachedTopics {
+			x.cache = map[string]*Subscribers{}
+		}
+		x.cache[topic] = s
+	}
+	x.cacheMu.Unlock()
+	return s
+}
+
+// Clone returns a copy of s that the shared-subscription selection may
+// modify: its own Subscriptions, Shared (outer map) and SharedSelected
+// maps; the inner maps of Shared and InlineSubscriptions are shared.
+func (s *Subscribers) Clone() *Subscribers {
+	c := &Subscribers{
+		Shared:              make(map[string]map[string]packets.Subscription, len(s.Shared)),
+		SharedSelected:      map[string]packets.Subscription{},
+		Subscriptions:       make(map[string]packets.Subscription, len(s.Subscriptions)+len(s.Shared)),
+		InlineSubscriptions: s.InlineSubscriptions,
+	}
+	for k, v := range s.Shared {
+		c.Shared[k] = v
+	}
+	for k, v := range s.Subscriptions {
+		c.Subscriptions[k] = v
+	}
+	return c
 }
 
 // NewTopicsIndex returns a pointer to a new instance of Index.
@@ -373,6 +435,7 @@ func NewTopicsIndex() *TopicsIndex {
 func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.invalidate() // fork: after the change, still under the index lock
 
 	var existed bool
 	n := x.set(subscription.Filter, 0)
@@ -387,6 +450,7 @@ func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.invalidate() // fork: after the change, still under the index lock
 
 	particle := x.seek(filter, 0)
 	if particle == nil {
@@ -406,6 +470,7 @@ func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.invalidate() // fork: after the change, still under the index lock
 
 	var existed bool
 	prefix, _ := isolateParticle(subscription.Filter, 0)
@@ -428,6 +493,7 @@ func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription
 func (x *TopicsIndex) Unsubscribe(filter, client string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.invalidate() // fork: after the change, still under the index lock
 
 	var d int
 	prefix, _ := isolateParticle(filter, 0)

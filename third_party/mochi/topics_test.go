@@ -6,6 +6,7 @@ package mqtt
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
@@ -1067,4 +1068,58 @@ func TestInlineUnsubscribe(t *testing.T) {
 
 	ok = index.InlineUnsubscribe(1, "not/exist")
 	require.False(t, ok)
+}
+
+// fork: SubscribersOf caches per topic and forgets on every subscription
+// change, so a reader never sees a stale set.
+func TestSubscribersOfCacheInvalidated(t *testing.T) {
+	index := NewTopicsIndex()
+	require.Empty(t, index.SubscribersOf("a/b").Subscriptions)
+
+	index.Subscribe("cl1", packets.Subscription{Filter: "a/+", Qos: 1})
+	subs := index.SubscribersOf("a/b")
+	require.Contains(t, subs.Subscriptions, "cl1")
+	require.Same(t, subs, index.SubscribersOf("a/b"), "cached")
+
+	index.Subscribe("cl2", packets.Subscription{Filter: "$share/g/a/#"})
+	subs = index.SubscribersOf("a/b")
+	require.Contains(t, subs.Shared, "$share/g/a/#")
+
+	// the selection writes to a clone, never to the cached set
+	c := subs.Clone()
+	c.SelectShared()
+	c.MergeSharedSelected()
+	require.Contains(t, c.Subscriptions, "cl2")
+	require.NotContains(t, index.SubscribersOf("a/b").Subscriptions, "cl2")
+
+	index.Unsubscribe("a/+", "cl1")
+	require.NotContains(t, index.SubscribersOf("a/b").Subscriptions, "cl1")
+
+	index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Identifier: 1, Filter: "a/b"}, Handler: func(*Client, packets.Subscription, packets.Packet) {}})
+	require.Contains(t, index.SubscribersOf("a/b").InlineSubscriptions, 1)
+	index.InlineUnsubscribe(1, "a/b")
+	require.NotContains(t, index.SubscribersOf("a/b").InlineSubscriptions, 1)
+}
+
+// fork: concurrent subscription changes and cached reads agree once the
+// changes are done.
+func TestSubscribersOfConcurrent(t *testing.T) {
+	index := NewTopicsIndex()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				id := fmt.Sprintf("c%d-%d", w, i)
+				index.Subscribe(id, packets.Subscription{Filter: "x/#"})
+				_ = index.SubscribersOf("x/y")
+				if i%2 == 1 {
+					index.Unsubscribe("x/#", id)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, index.SubscribersOf("x/y").Subscriptions, 4*100)
 }
