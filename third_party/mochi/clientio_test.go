@@ -246,3 +246,27 @@ func TestConnReaderOnSocket(t *testing.T) {
 	require.Equal(t, "big", got[0].TopicName)
 	require.Equal(t, big.Payload, got[0].Payload)
 }
+
+// countingHook provides OnPacketSent only and counts how often it is asked.
+type countingHook struct {
+	HookBase
+	asked, sent int
+}
+
+func (h *countingHook) Provides(b byte) bool { h.asked++; return b == OnPacketSent }
+func (h *countingHook) OnPacketSent(*Client, packets.Packet, []byte) {
+	h.sent++
+}
+
+// fork: an event asks only the hooks that provide it, decided once in Add.
+func TestHooksAskOnlyProviders(t *testing.T) {
+	h := &Hooks{Log: logger}
+	ch := new(countingHook)
+	require.NoError(t, h.Add(ch, nil))
+	asked := ch.asked // Add's survey of every event
+	h.OnPacketRead(nil, packets.Packet{})
+	h.OnPacketProcessed(nil, packets.Packet{}, nil)
+	h.OnPacketSent(nil, packets.Packet{}, nil)
+	require.Equal(t, 1, ch.sent)
+	require.Equal(t, asked+1, ch.asked, "only the event it provides asks it (once)")
+}
