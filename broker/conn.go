@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
 )
 
 // DefaultMaxPendingBytes bounds the bytes a client may leave unread beyond
@@ -97,6 +99,20 @@ func (c *backlogConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// WriteBacklog returns the bytes written but not yet taken by the socket.
+// The mochi fork writes deliveries to a connection that has it from the
+// publisher's goroutine, and counts packets written while it is non-zero
+// against Limits.MaxPendingWrites.
+func (c *backlogConn) WriteBacklog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.backlog)
+}
+
+// SyscallConn returns the socket's raw connection: the mochi fork reads
+// through it so that an idle connection holds no read buffer.
+func (c *backlogConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
 // tryWrite writes what the socket takes now, without waiting.
 func (c *backlogConn) tryWrite(b []byte) (int, error) {
 	var n int
@@ -154,3 +170,5 @@ func (c *backlogConn) stall() {
 	}
 	_ = c.Close()
 }
+
+var _ mqtt.WriteBacklogger = (*backlogConn)(nil)

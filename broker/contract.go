@@ -108,7 +108,7 @@ type Op = persist.Op
 type Limits struct {
 	MaxPacketSize        uint32        // bytes; default 256 KiB
 	MaxInflight          uint16        // receive maximum / outbound inflight per client; default 64
-	MaxPendingWrites     int           // per-client outbound packet buffer; default chosen by measurement
+	MaxPendingWrites     int           // packets a client may have unsent in its write backlog before QoS 0 drops / QoS >= 1 requeues; default 512
 	MaxPendingBytes      int           // unread bytes beyond the socket buffer before a client is closed as stalled; default 1 MiB
 	MaxQueuedMessages    int           // per offline session; default 1000
 	MaxConnections       int           // 0 = unlimited

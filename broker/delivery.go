@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // Slow-consumer policies (Limits.SlowConsumerPolicy).
@@ -38,10 +38,11 @@ const (
 // deliveryHook makes a full write buffer safe and a slow consumer
 // harmless.
 //
-// mochi hands each outgoing PUBLISH to the client's write goroutine
-// through a bounded channel (Limits.MaxPendingWrites) without ever
-// blocking the publisher. When the channel is full it drops the packet —
-// for QoS >= 1 too, after rolling back the inflight entry, so an
+// The mochi fork writes each outgoing PUBLISH from the publisher's
+// goroutine to the client's non-blocking connection (backlogConn); once
+// Limits.MaxPendingWrites packets have been written while the socket was
+// refusing bytes, the client's write buffer is full and mochi drops the
+// packet — for QoS >= 1 too, after rolling back the inflight entry, so an
 // acknowledged message was lost without a trace. OnPublishDropped puts such
 // a QoS >= 1 message back into the session's queue (inflight, marked
 // "send when quota allows"), from which mochi sends it when the client
@@ -49,9 +50,11 @@ const (
 // and logged. A client that stops reading therefore costs at most its
 // write backlog (backlogConn) and its queue, never another client's
 // progress, and with SlowConsumerDisconnect it is closed when its queue is
-// full. A full write buffer alone is not a sign of a slow client — the
-// writer goroutine may just not have been scheduled — so it never
-// disconnects.
+// full. A full write buffer is a client not reading (packets the kernel
+// would not take), so with SlowConsumerDisconnect a QoS 0 message that
+// does not fit closes the client too. (Upstream mochi queued packets for a
+// write goroutine, whose channel could be full merely because it had not
+// been scheduled; the fork has no such goroutine.)
 //
 // Requeued messages are sent while the client has fewer than its receive
 // maximum unacknowledged (MQTT 5; no limit for 3.1.1). Messages
@@ -201,6 +204,9 @@ func (h *deliveryHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	if !ok || qos == 0 {
 		pk.FixedHeader.Qos = qos
 		h.dropped(cl, pk, dropWriteBuffer)
+		// The write buffer is what the socket has refused: the client is
+		// not reading (see the type's comment).
+		h.slow(cl, dropWriteBuffer)
 		return
 	}
 	// mochi counted it as dropped; it is queued instead.
@@ -254,7 +260,7 @@ func (h *deliveryHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 
 // subscription finds cl's subscription matching topic, direct or shared.
 func (h *deliveryHook) subscription(cl *mqtt.Client, topic string) (packets.Subscription, bool) {
-	subs := h.s.mochi.Topics.Subscribers(topic)
+	subs := h.s.mochi.Topics.SubscribersOf(topic)
 	if s, ok := subs.Subscriptions[cl.ID]; ok {
 		return s, true
 	}

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

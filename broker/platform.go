@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // This file is how the platform itself speaks MQTT: services (shadows,
@@ -136,7 +136,7 @@ func (s *Server) PublishMessage(m Message) error {
 // skip building the payload: a subscription granted meanwhile is the same
 // as one granted just after the publish.
 func (s *Server) HasSubscribers(topic string) bool {
-	subs := s.mochi.Topics.Subscribers(topic)
+	subs := s.mochi.Topics.SubscribersOf(topic)
 	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0
 }
 

@@ -12,20 +12,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
 // Defaults for Limits.
 const (
 	DefaultMaxPacketSize = 256 << 10
 	DefaultMaxInflight   = 64
-	// DefaultMaxPendingWrites sizes each client's outbound packet channel
-	// (8 bytes a slot, allocated per connection): mochi's 8192 costs 64 KiB
-	// per idle connection. 512 slots hold a burst of 512 packets per client;
-	// QoS >= 1 packets that do not fit stay in the session's inflight queue
-	// and are resent, QoS 0 packets are dropped and counted.
+	// DefaultMaxPendingWrites is how many packets a client may have written
+	// while its socket refuses bytes (they wait in the connection's write
+	// backlog, see backlogConn); beyond, QoS >= 1 packets stay in the
+	// session's inflight queue and are resent, QoS 0 packets are dropped and
+	// counted. Nothing is allocated for it per connection (the mochi fork
+	// has no outbound channel on a socket).
 	DefaultMaxPendingWrites  = 512
 	DefaultMaxQueuedMessages = 1000
 	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour

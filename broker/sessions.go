@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"sync"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/hooks/storage"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/broker/persist"
@@ -378,6 +378,9 @@ func (h *sessionHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	h.mu.Unlock()
 	b, err := json.Marshal(messageRecord(cl, pk, storage.InflightKey, key))
 	if err == nil {
+		// Write out what this publisher's read loop holds (acknowledgements
+		// and deliveries of its earlier packets) before waiting for the disk.
+		cl.FlushWrites()
 		err = h.apply([]persist.Op{{Bucket: persist.BucketWAL, Key: key, Value: b}}, true)
 	}
 	if err != nil {
@@ -404,7 +407,7 @@ func (h *sessionHook) persistentSubscriber(topic string) bool {
 	if none {
 		return false
 	}
-	subs := h.srv.Topics.Subscribers(topic)
+	subs := h.srv.Topics.SubscribersOf(topic)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id := range subs.Subscriptions {

@@ -2,12 +2,13 @@ package broker
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
 )
 
 // This file closes a race in mochi between the end of one connection and
@@ -37,7 +38,7 @@ const tailWait = 5 * time.Second
 type tails struct {
 	mu     sync.Mutex
 	byConn map[net.Conn]*tail
-	byID   map[string]map[*tail]struct{}
+	byID   map[string][]*tail // usually one: a slice costs a connection less than a set
 }
 
 type tail struct {
@@ -49,7 +50,7 @@ type tail struct {
 }
 
 func newTails() *tails {
-	return &tails{byConn: map[net.Conn]*tail{}, byID: map[string]map[*tail]struct{}{}}
+	return &tails{byConn: map[net.Conn]*tail{}, byID: map[string][]*tail{}}
 }
 
 // track wraps a listener so that the end of each connection's handling is
@@ -80,14 +81,10 @@ func (t *tails) started(cl *mqtt.Client) {
 	defer t.mu.Unlock()
 	t.byConn[cl.Net.Conn] = tl
 	set := t.byID[cl.ID]
-	if set == nil {
-		set = map[*tail]struct{}{}
-		t.byID[cl.ID] = set
-	}
-	for other := range set {
+	for _, other := range set {
 		tl.prior = append(tl.prior, other.done)
 	}
-	set[tl] = struct{}{}
+	t.byID[cl.ID] = append(set, tl)
 }
 
 // finished records that mochi is done with connection c.
@@ -96,11 +93,11 @@ func (t *tails) finished(c net.Conn) {
 	tl := t.byConn[c]
 	delete(t.byConn, c)
 	if tl != nil {
-		if set := t.byID[tl.id]; set != nil {
-			delete(set, tl)
-			if len(set) == 0 {
-				delete(t.byID, tl.id)
-			}
+		set := slices.DeleteFunc(t.byID[tl.id], func(o *tail) bool { return o == tl })
+		if len(set) == 0 {
+			delete(t.byID, tl.id)
+		} else {
+			t.byID[tl.id] = set
 		}
 	}
 	t.mu.Unlock()
@@ -119,6 +116,9 @@ func (t *tails) waitPrior(cl *mqtt.Client) (had bool) {
 		prior = tl.prior
 	}
 	t.mu.Unlock()
+	if len(prior) == 0 {
+		return false
+	}
 	timeout := time.NewTimer(tailWait)
 	defer timeout.Stop()
 	for _, done := range prior {

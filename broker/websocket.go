@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/lastmile-dm/lastmile/third_party/mochi/listeners"
 )
 
 // wsListener serves MQTT over WebSocket on a listener the broker has
@@ -122,6 +122,11 @@ func (c *wsConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 }
+
+// NetConn returns the connection under the WebSocket, so that the mochi
+// fork finds its non-blocking writer (backlogConn) and writes deliveries
+// from the publisher's goroutine.
+func (c *wsConn) NetConn() net.Conn { return c.Conn }
 
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.mu.Lock()

@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: MIT
+
+package mqtt
+
+// lastmile fork: the client write path (see FORK.md).
+//
+// Every packet for a client is encoded and appended to the client's write
+// buffer (Net.wbuf) under its write lock, and the buffer is written to the
+// connection in order. A write made by a client's own read loop while that
+// loop still has input buffered — its acknowledgements, and the deliveries
+// of the messages it publishes — is held and written when the read loop has
+// consumed its input, right before it reads from the socket again: one
+// write(2) per batch instead of one per packet. Every other write flushes
+// the buffer at once, including whatever a read loop is holding, so order
+// is always the order of appends.
+//
+// On a connection whose writes never block (one that implements
+// WriteBacklogger, directly or under a NetConn wrapper such as tls.Conn),
+// deliveries are written from the publisher's goroutine: the client has no
+// outbound channel and no write goroutine. Any other connection keeps
+// upstream's channel and WriteLoop goroutine, so a blocking connection
+// never blocks a publisher.
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
+)
+
+// WriteBacklogger is implemented by connections whose Write never blocks:
+// what the socket does not take at once is kept in a backlog, written out
+// in the background. WriteBacklog returns the bytes waiting there.
+type WriteBacklogger interface {
+	WriteBacklog() int
+}
+
+// maxHeldBytes bounds what a read loop holds for one client before it
+// writes anyway.
+const maxHeldBytes = 64 << 10
+
+// maxPooledWriteBuffer is the largest write buffer returned to the pool.
+const maxPooledWriteBuffer = 64 << 10
+
+var writeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getWriteBuffer() *bytes.Buffer { return writeBuffers.Get().(*bytes.Buffer) }
+
+func putWriteBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledWriteBuffer {
+		return
+	}
+	b.Reset()
+	writeBuffers.Put(b)
+}
+
+// backlogOf finds the WriteBacklogger under c, looking through wrappers that
+// expose the connection they wrap with NetConn (tls.Conn does).
+func backlogOf(c net.Conn) WriteBacklogger {
+	for i := 0; c != nil && i < 8; i++ {
+		if b, ok := c.(WriteBacklogger); ok {
+			return b
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+	return nil
+}
+
+// writeBatch lists the clients a read loop wrote to and has not flushed.
+// Only the read loop's goroutine touches it.
+type writeBatch struct {
+	dirty []*Client
+}
+
+func (b *writeBatch) flush() {
+	for i, cl := range b.dirty {
+		_ = cl.flushWrites()
+		b.dirty[i] = nil
+	}
+	b.dirty = b.dirty[:0]
+}
+
+// connReader is a client's buffered reader (upstream: a bufio.Reader).
+//
+// It reads from the socket only when its buffer is empty, i.e. when the
+// read loop has handled every packet it had, so that is where the writes
+// the loop held go out (writeBatch). On a socket it can drive directly
+// (syscall.Conn) it holds no buffer while waiting for input: the buffer
+// comes from a pool when the socket is readable and goes back when it is
+// drained, so an idle connection owns none.
+type connReader struct {
+	cl   *Client
+	rc   syscall.RawConn // nil: read through Conn.Read into a buffer kept for good
+	size int
+	buf  []byte
+	r, w int
+}
+
+var readBuffers sync.Pool // of *[]byte, of readBufferSize bytes
+
+// readBufferSize is the size of pooled read buffers; a client configured
+// with another ClientNetReadBufferSize allocates its own.
+const readBufferSize = 2048
+
+func newConnReader(cl *Client, c net.Conn, size int) *connReader {
+	if size <= 0 {
+		size = readBufferSize
+	}
+	r := &connReader{cl: cl, size: size}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rc = rc
+		}
+	}
+	return r
+}
+
+func (r *connReader) getBuf() []byte {
+	if r.size == readBufferSize {
+		if b, ok := readBuffers.Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, r.size)
+}
+
+func (r *connReader) putBuf(b []byte) {
+	if len(b) == readBufferSize {
+		readBuffers.Put(&b)
+	}
+}
+
+// ReadByte implements io.ByteReader.
+func (r *connReader) ReadByte() (byte, error) {
+	if r.r == r.w {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	b := r.buf[r.r]
+	r.r++
+	return b, nil
+}
+
+// Read implements io.Reader; a read as large as the buffer into an empty
+// buffer goes straight to the connection.
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.r == r.w {
+		if len(p) >= r.size {
+			r.flushHeld()
+			return r.cl.Net.Conn.Read(p)
+		}
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.buf[r.r:r.w])
+	r.r += n
+	return n, nil
+}
+
+// Buffered returns the bytes read from the socket and not yet consumed.
+func (r *connReader) Buffered() int { return r.w - r.r }
+
+// flushHeld writes out what the read loop holds and, on the read loop
+// (not during the handshake), refreshes the keepalive deadline.
+func (r *connReader) flushHeld() {
+	if b := r.cl.Net.batch; b != nil {
+		b.flush()
+		r.cl.refreshDeadline(r.cl.State.Keepalive)
+	}
+}
+
+// fill reads into the empty buffer, writing out held writes first.
+func (r *connReader) fill() error {
+	r.flushHeld()
+	r.r, r.w = 0, 0
+	if r.rc == nil {
+		if r.buf == nil {
+			r.buf = make([]byte, r.size)
+		}
+		for range 100 { // as bufio: tolerate reads that return nothing
+			n, err := r.cl.Net.Conn.Read(r.buf)
+			r.w = n
+			if n > 0 {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return io.ErrNoProgress
+	}
+	if r.buf != nil {
+		r.putBuf(r.buf)
+		r.buf = nil
+	}
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		buf := r.getBuf()
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				r.putBuf(buf)
+				return false // wait until readable, holding no buffer
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				r.buf, r.w = buf, n
+				return true
+			}
+			r.putBuf(buf)
+			return true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// reply writes pk to cl from cl's own read loop: held while the loop has
+// more input buffered. Call it only on cl's read goroutine.
+func (cl *Client) reply(pk packets.Packet) error {
+	return cl.writePacket(pk, cl.Net.batch)
+}
+
+// FlushWrites writes out whatever cl's read loop is holding, for cl and for
+// the clients it delivered to. Call it only from cl's read goroutine (a hook
+// handling one of cl's packets), before that hook blocks for long, e.g. on
+// a disk sync.
+func (cl *Client) FlushWrites() {
+	if b := cl.Net.batch; b != nil {
+		b.flush()
+	}
+	_ = cl.flushWrites()
+}
+
+// flushWrites writes cl's buffered packets to its connection.
+func (cl *Client) flushWrites() error {
+	cl.Net.wmu.Lock()
+	defer cl.Net.wmu.Unlock()
+	return cl.flushLocked()
+}
+
+// flushLocked writes the write buffer out; cl.Net.wmu is held. On a
+// WriteBacklogger the write does not block; what it leaves in the backlog
+// counts toward MaximumClientWritesPending (see writesFull).
+func (cl *Client) flushLocked() error {
+	cl.Net.heldBy = nil
+	w := cl.Net.wbuf
+	if w == nil {
+		return nil
+	}
+	n := cl.Net.wpkts
+	cl.Net.wbuf, cl.Net.wpkts = nil, 0
+	_, err := cl.Net.Conn.Write(w.Bytes())
+	putWriteBuffer(w)
+	if bl := cl.Net.backlog; bl != nil {
+		if bl.WriteBacklog() > 0 {
+			atomic.AddInt32(&cl.State.outboundQty, n)
+		} else {
+			atomic.StoreInt32(&cl.State.outboundQty, 0)
+		}
+	}
+	return err
+}
+
+// writesFull reports whether a client on a non-blocking connection has
+// MaximumClientWritesPending packets or more written while its socket was
+// not keeping up — the equivalent of upstream's full outbound channel.
+func (cl *Client) writesFull() bool {
+	if atomic.LoadInt32(&cl.State.outboundQty) < cl.ops.options.Capabilities.MaximumClientWritesPending {
+		return false
+	}
+	if cl.Net.backlog.WriteBacklog() == 0 {
+		atomic.StoreInt32(&cl.State.outboundQty, 0)
+		return false
+	}
+	return true
+}
