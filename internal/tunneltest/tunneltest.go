@@ -79,7 +79,7 @@ func (p Platform) Subscribe(f string, _ byte, h func(string, []byte)) (func(), e
 // tunnel.PubSub.
 type Device struct {
 	c    *paho.Client
-	conn net.Conn
+	conn *gatedConn
 	mu   sync.Mutex
 	hs   map[string]func(string, []byte)
 }
@@ -98,11 +98,14 @@ func Connect(tb testing.TB, srv *broker.Server, id string) *Device {
 // Dial connects device id with password to the MQTT listener at addr.
 func Dial(tb testing.TB, addr, id, password string) *Device {
 	tb.Helper()
-	conn, err := net.Dial("tcp", addr)
+	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	conn := &gatedConn{Conn: nc}
+	conn.cond = sync.NewCond(&conn.mu)
 	d := &Device{hs: map[string]func(string, []byte){}, conn: conn}
+	tb.Cleanup(d.ResumeReads) // a paused reader must not outlive the test
 	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.receive}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -150,6 +153,46 @@ func (d *Device) receive(pr paho.PublishReceived) (bool, error) {
 		h(pr.Packet.Topic, pr.Packet.Payload)
 	}
 	return true, nil
+}
+
+// PauseReads stops the device from reading its socket, as a device on a
+// link slower than what it is sent: the broker's writes to it back up, and
+// with a small readBuffer (bytes; 0 keeps the kernel's) they back up soon.
+// ResumeReads lets it read again.
+func (d *Device) PauseReads(readBuffer int) {
+	if readBuffer > 0 {
+		if tc, ok := d.conn.Conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(readBuffer)
+		}
+	}
+	d.conn.mu.Lock()
+	d.conn.paused = true
+	d.conn.mu.Unlock()
+}
+
+// ResumeReads undoes PauseReads.
+func (d *Device) ResumeReads() {
+	d.conn.mu.Lock()
+	d.conn.paused = false
+	d.conn.mu.Unlock()
+	d.conn.cond.Broadcast()
+}
+
+// gatedConn is a connection whose reads can be held back.
+type gatedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+}
+
+func (g *gatedConn) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	for g.paused {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+	return g.Conn.Read(p)
 }
 
 // Drop cuts the device's network connection without an MQTT DISCONNECT,

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -512,34 +513,38 @@ func metric(t *testing.T, g prometheus.Gatherer, name, label string) float64 {
 	return -1
 }
 
-// TestLostFramesEndSession: with a broker queue far smaller than the
-// window (misconfigured on purpose), QoS 0 frames to the device are
-// dropped; the gap ends the session with "frames lost" and the stream
-// reports it, instead of delivering corrupted bytes.
+// TestLostFramesEndSession: a device that stops reading its socket while
+// the platform sends it QoS 0 frames (a window far beyond what the sockets
+// buffer, and a broker that queues one write behind a full socket —
+// misconfigured on purpose) loses frames; the gap ends the session with
+// "frames lost" and the stream reports it, instead of delivering corrupted
+// bytes.
 func TestLostFramesEndSession(t *testing.T) {
 	t.Parallel()
-	// The broker used to drop QoS 0 packets whenever its per-client write
-	// channel (max_pending_writes = 1 here) was momentarily full, which
-	// this test relied on to lose frames. The mochi fork writes deliveries
-	// directly and drops only packets a socket has refused (a device that
-	// really falls behind); this in-process device always keeps up, so no
-	// frame is lost. Needs a device that reads slowly (a throttle in
-	// tunneltest) to provoke real loss again.
-	t.Skip("needs a slow-reading device to lose frames since the mochi fork (docs/performance.md)")
 	target := serve(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
-	e := setup(t, opts{allow: []string{target}, window: 8 << 20,
+	var dev *tunneltest.Device
+	e := setup(t, opts{allow: []string{target}, window: 16 << 20, device: &dev,
 		broker: []func(*broker.Config){func(c *broker.Config) { c.Limits.MaxPendingWrites = 1 }}})
 	s := open(t, e, target)
 	st, err := s.Dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 1<<20)
-	for i := 0; i < 256 && s.Err() == nil; i++ {
-		if _, err := st.Write(buf); err != nil {
-			break
+	dev.PauseReads(16 << 10)
+	var sent atomic.Int64
+	go func() {
+		buf := make([]byte, 1<<20)
+		for i := 0; i < 64 && s.Err() == nil; i++ {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+			sent.Add(int64(len(buf)))
 		}
-	}
+	}()
+	// The whole window is out: more than the sockets between broker and
+	// device hold, so the broker has dropped frames. Then the device reads.
+	poll.Until(t, 30*time.Second, "the window to be sent", func() bool { return sent.Load() >= 15<<20 })
+	dev.ResumeReads()
 	select {
 	case <-s.Done():
 	case <-time.After(30 * time.Second):
@@ -548,7 +553,7 @@ func TestLostFramesEndSession(t *testing.T) {
 	if r := s.Err(); r == nil || r.Reason != tunnel.ReasonLost || !r.Remote || !strings.Contains(r.Message, "expected frame") {
 		t.Fatalf("session ended with %v, want the agent's frames-lost", r)
 	}
-	if _, err := st.Write(buf); !errors.Is(err, tunnel.ErrStreamReset) {
+	if _, err := st.Write(make([]byte, 1024)); !errors.Is(err, tunnel.ErrStreamReset) {
 		t.Fatalf("write after the session was lost: %v", err)
 	}
 }
