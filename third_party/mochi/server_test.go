@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -267,11 +268,11 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	s.Log = logger
 
 	lc := []listeners.Config{
-		{Type: listeners.TypeTCP, ID: "tcp", Address: ":1883"},
+		{Type: listeners.TypeTCP, ID: "tcp", Address: "127.0.0.1:0"}, // lastmile: a free port, not 1883
 		{Type: listeners.TypeWS, ID: "ws", Address: ":1882"},
 		{Type: listeners.TypeHealthCheck, ID: "health", Address: ":1881"},
 		{Type: listeners.TypeSysInfo, ID: "info", Address: ":1880"},
-		{Type: listeners.TypeUnix, ID: "unix", Address: "mochi.sock"},
+		{Type: listeners.TypeUnix, ID: "unix", Address: filepath.Join(t.TempDir(), "mochi.sock")},
 		{Type: listeners.TypeMock, ID: "mock", Address: "0"},
 		{Type: "unknown", ID: "unknown"},
 	}
@@ -281,7 +282,7 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	require.Equal(t, 6, s.Listeners.Len())
 
 	tcp, _ := s.Listeners.Get("tcp")
-	require.Equal(t, "[::]:1883", tcp.Address())
+	require.Regexp(t, `^127\.0\.0\.1:[0-9]+$`, tcp.Address())
 
 	ws, _ := s.Listeners.Get("ws")
 	require.Equal(t, ":1882", ws.Address())
@@ -293,7 +294,7 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	require.Equal(t, ":1880", info.Address())
 
 	unix, _ := s.Listeners.Get("unix")
-	require.Equal(t, "mochi.sock", unix.Address())
+	require.Equal(t, lc[4].Address, unix.Address())
 
 	mock, _ := s.Listeners.Get("mock")
 	require.Equal(t, "0", mock.Address())

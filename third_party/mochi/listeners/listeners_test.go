@@ -6,7 +6,9 @@ package listeners
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -16,7 +18,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const testAddr = ":22222"
+// testAddr is a free port (lastmile: upstream used the fixed :22222, which
+// collides with whatever else runs tests on the machine).
+var testAddr = freePort()
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf(":%d", l.Addr().(*net.TCPAddr).Port)
+}
 
 var (
 	basicConfig = Config{ID: "t1", Address: testAddr}

@@ -6,14 +6,19 @@ package listeners
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-const testUnixAddr = "mochi.sock"
+// testUnixAddr is in the temporary directory (lastmile: upstream used the
+// working directory).
+var testUnixAddr = filepath.Join(os.TempDir(), fmt.Sprintf("mochi-test-%d.sock", os.Getpid()))
 
 var (
 	unixConfig = Config{ID: "t1", Address: testUnixAddr}
