@@ -107,8 +107,6 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 		a.protocol = conn.MQTT3 // do not ask this server for 5 every time
 		a.mu.Unlock()
 	}
-	n := a.connects.Add(1)
-	a.log.Info("connected", "server", cfg.Address, "protocol", s.Protocol(), "tls", cfg.TLS != nil, "connects", n)
 	var filters []string
 	for _, c := range a.cfg.Capabilities {
 		filters = append(filters, c.Filters(a.cfg.File.DeviceID)...)
@@ -132,6 +130,10 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 		_ = s.Close()
 		return nil, err
 	}
+	// Connected only now, subscribed: a session that fails before this is a
+	// failed connect, not a lost connection.
+	n := a.connects.Add(1)
+	a.log.Info("connected", "server", cfg.Address, "protocol", s.Protocol(), "tls", cfg.TLS != nil, "connects", n)
 	for _, c := range a.cfg.Capabilities {
 		go c.Connected(sctx, a, s.Protocol())
 	}
