@@ -54,7 +54,7 @@ func Broker(tb testing.TB, mods ...func(*broker.Config)) *broker.Server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
@@ -107,7 +107,7 @@ func Dial(tb testing.TB, addr, id, password string) *Device {
 	d := &Device{hs: map[string]func(string, []byte){}, conn: conn}
 	tb.Cleanup(d.ResumeReads) // a paused reader must not outlive the test
 	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.receive}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if _, err := d.c.Connect(ctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
 		Password: []byte(password), PasswordFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
@@ -128,7 +128,7 @@ func (d *Device) Subscribe(f string, qos byte, h func(string, []byte)) (func(), 
 	d.mu.Lock()
 	d.hs[f] = h
 	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if _, err := d.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: qos}}}); err != nil {
 		return nil, err
@@ -200,3 +200,9 @@ func (g *gatedConn) Read(p []byte) (int, error) {
 func (d *Device) Drop() {
 	_ = d.conn.Close()
 }
+
+// testTimeout bounds a device's CONNECT and SUBSCRIBE: long enough that a
+// machine busy compiling and running every package under the race
+// detector is not mistaken for a broker that does not answer (a CI run
+// once took over 5 s for a SUBACK).
+const testTimeout = 30 * time.Second
