@@ -153,19 +153,12 @@ func (p *jsonParser) object(depth int) (Object, error) {
 			}
 		}
 		o[k] = v // a repeated key: the last one wins, as in encoding/json
-		p.skipSpace()
-		if p.i >= len(p.b) {
-			return nil, p.fail("unexpected end of JSON input")
+		done, err := p.separator('}', "after object key:value pair")
+		if err != nil {
+			return nil, err
 		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.skipSpace()
-		case '}':
-			p.i++
+		if done {
 			return o, nil
-		default:
-			return nil, p.unexpected("after object key:value pair")
 		}
 	}
 }
@@ -184,21 +177,33 @@ func (p *jsonParser) array(depth int) ([]any, error) {
 			return nil, err
 		}
 		a = append(a, v)
-		p.skipSpace()
-		if p.i >= len(p.b) {
-			return nil, p.fail("unexpected end of JSON input")
+		done, err := p.separator(']', "after array element")
+		if err != nil {
+			return nil, err
 		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.skipSpace()
-		case ']':
-			p.i++
+		if done {
 			return a, nil
-		default:
-			return nil, p.unexpected("after array element")
 		}
 	}
+}
+
+// separator reads what follows an object member or an array element: a
+// comma (more follow) or the closing bracket (done).
+func (p *jsonParser) separator(closing byte, after string) (done bool, err error) {
+	p.skipSpace()
+	if p.i >= len(p.b) {
+		return false, p.fail("unexpected end of JSON input")
+	}
+	switch p.b[p.i] {
+	case ',':
+		p.i++
+		p.skipSpace()
+		return false, nil
+	case closing:
+		p.i++
+		return true, nil
+	}
+	return false, p.unexpected(after)
 }
 
 // str parses a string at p.i (the opening quote). Invalid UTF-8 and lone
