@@ -2748,15 +2748,30 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 
 	for i, tx := range tt {
 		t.Run("qos step"+strconv.Itoa(i), func(t *testing.T) {
+			// lastmile: the client's writer (WriteLoop on a net.Pipe) reads
+			// Conn under Net.wmu, and the test waits for the bytes instead
+			// of sleeping a millisecond (upstream's version raced and, on a
+			// busy machine, closed the pipe before the write).
 			r, w := net.Pipe()
-			time.Sleep(time.Millisecond)
+			cl.Net.wmu.Lock()
 			cl.Net.Conn = w
+			cl.Net.wmu.Unlock()
 
-			recv := make(chan []byte)
+			var mu sync.Mutex
+			var got []byte
+			done := make(chan struct{})
 			go func() { // receive the ack
-				buf, err := io.ReadAll(r)
-				require.NoError(t, err)
-				recv <- buf
+				defer close(done)
+				b := make([]byte, 256)
+				for {
+					n, err := r.Read(b)
+					mu.Lock()
+					got = append(got, b[:n]...)
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
 			}()
 
 			if i == 0 {
@@ -2766,11 +2781,23 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 				require.NoError(t, err)
 			}
 
-			time.Sleep(time.Millisecond)
+			if i != 2 {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					mu.Lock()
+					n := len(got)
+					mu.Unlock()
+					if n >= len(tx.out.RawBytes) || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
 			_ = w.Close()
+			<-done
 
 			if i != 2 {
-				require.Equal(t, tx.out.RawBytes, <-recv)
+				require.Equal(t, tx.out.RawBytes, got)
 			}
 
 			require.Equal(t, tx.data["inflight"].(int64), atomic.LoadInt64(&s.Info.Inflight))
