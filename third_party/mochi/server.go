@@ -302,26 +302,19 @@ func (s *Server) AddListener(l listeners.Listener) error {
 }
 
 // AddListenersFromConfig adds listeners to the server which were specified in the listeners config (usually from a config file).
-// New built-in listeners should be added to this list.
+//
+// lastmile: this fork carries only the mock listener; lastmile adds its own
+// listeners (listeners.NewNet over its TCP, TLS and WebSocket sockets), so
+// any other configured type is an error rather than a listener that does
+// not exist.
 func (s *Server) AddListenersFromConfig(configs []listeners.Config) error {
 	for _, conf := range configs {
 		var l listeners.Listener
 		switch strings.ToLower(conf.Type) {
-		case listeners.TypeTCP:
-			l = listeners.NewTCP(conf)
-		case listeners.TypeWS:
-			l = listeners.NewWebsocket(conf)
-		case listeners.TypeUnix:
-			l = listeners.NewUnixSock(conf)
-		case listeners.TypeHealthCheck:
-			l = listeners.NewHTTPHealthCheck(conf)
-		case listeners.TypeSysInfo:
-			l = listeners.NewHTTPStats(conf, s.Info)
 		case listeners.TypeMock:
 			l = listeners.NewMockListener(conf.ID, conf.Address)
 		default:
-			s.Log.Error("listener type unavailable by config", "listener", conf.Type)
-			continue
+			return fmt.Errorf("listener %q: type %q is not available in lastmile's fork of mochi", conf.ID, conf.Type)
 		}
 		if err := s.AddListener(l); err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -267,37 +266,18 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	require.NotNil(t, s)
 	s.Log = logger
 
-	lc := []listeners.Config{
-		{Type: listeners.TypeTCP, ID: "tcp", Address: "127.0.0.1:0"}, // lastmile: a free port, not 1883
-		{Type: listeners.TypeWS, ID: "ws", Address: ":1882"},
-		{Type: listeners.TypeHealthCheck, ID: "health", Address: ":1881"},
-		{Type: listeners.TypeSysInfo, ID: "info", Address: ":1880"},
-		{Type: listeners.TypeUnix, ID: "unix", Address: filepath.Join(t.TempDir(), "mochi.sock")},
-		{Type: listeners.TypeMock, ID: "mock", Address: "0"},
-		{Type: "unknown", ID: "unknown"},
-	}
-
-	err := s.AddListenersFromConfig(lc)
+	// lastmile: the fork carries only the mock listener (FORK.md).
+	err := s.AddListenersFromConfig([]listeners.Config{{Type: listeners.TypeMock, ID: "mock", Address: "0"}})
 	require.NoError(t, err)
-	require.Equal(t, 6, s.Listeners.Len())
-
-	tcp, _ := s.Listeners.Get("tcp")
-	require.Regexp(t, `^127\.0\.0\.1:[0-9]+$`, tcp.Address())
-
-	ws, _ := s.Listeners.Get("ws")
-	require.Equal(t, ":1882", ws.Address())
-
-	health, _ := s.Listeners.Get("health")
-	require.Equal(t, ":1881", health.Address())
-
-	info, _ := s.Listeners.Get("info")
-	require.Equal(t, ":1880", info.Address())
-
-	unix, _ := s.Listeners.Get("unix")
-	require.Equal(t, lc[4].Address, unix.Address())
-
+	require.Equal(t, 1, s.Listeners.Len())
 	mock, _ := s.Listeners.Get("mock")
 	require.Equal(t, "0", mock.Address())
+
+	for _, typ := range []string{listeners.TypeTCP, listeners.TypeWS, listeners.TypeUnix, listeners.TypeHealthCheck, listeners.TypeSysInfo, "unknown"} {
+		err := s.AddListenersFromConfig([]listeners.Config{{Type: typ, ID: typ}})
+		require.ErrorContains(t, err, "not available in lastmile's fork")
+	}
+	require.Equal(t, 1, s.Listeners.Len())
 }
 
 func TestServerAddListenersFromConfigError(t *testing.T) {
@@ -1919,6 +1899,8 @@ func TestPublishToSubscribers(t *testing.T) {
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
 		waitWritten(cl) // fork: upstream slept 1 ms
+		waitWritten(cl2)
+		waitWritten(cl3) // the shared subscriber that was chosen, too
 		_ = w1.Close()
 		_ = w2.Close()
 		_ = w3.Close()
@@ -3511,16 +3493,15 @@ func TestServerClose(t *testing.T) {
 		recv <- buf
 	}()
 
-	time.Sleep(time.Millisecond)
 	require.Equal(t, 1, s.Listeners.Len())
 
 	listener, ok := s.Listeners.Get("t1")
 	require.Equal(t, true, ok)
-	require.Equal(t, true, listener.(*listeners.MockListener).IsServing())
+	// fork: wait for the listener's goroutine instead of sleeping 1 ms
+	require.Eventually(t, listener.(*listeners.MockListener).IsServing, 10*time.Second, time.Millisecond)
 
 	_ = s.Close()
-	time.Sleep(time.Millisecond)
-	require.Equal(t, false, listener.(*listeners.MockListener).IsServing())
+	require.Eventually(t, func() bool { return !listener.(*listeners.MockListener).IsServing() }, 10*time.Second, time.Millisecond)
 	require.Equal(t, packets.TPacketData[packets.Disconnect].Get(packets.TDisconnectShuttingDown).RawBytes, <-recv)
 }
 

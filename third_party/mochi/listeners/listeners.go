@@ -133,3 +133,15 @@ func (l *Listeners) CloseAll(closer CloseFn) {
 	}
 	l.ClientsWg.Wait()
 }
+
+// Listener types of upstream's configuration. lastmile's fork does not
+// carry these listeners (lastmile listens itself and hands mochi sockets
+// through NewNet); the names stay so that a configuration naming them is
+// refused with a clear error.
+const (
+	TypeTCP         = "tcp"
+	TypeWS          = "ws"
+	TypeUnix        = "unix"
+	TypeHealthCheck = "healthcheck"
+	TypeSysInfo     = "sysinfo"
+)
