@@ -22,13 +22,13 @@ package mqtt
 // never blocks a publisher.
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/lastmile-dm/lastmile/third_party/mochi/mempool"
 	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 )
 
@@ -46,17 +46,8 @@ const maxHeldBytes = 64 << 10
 // maxPooledWriteBuffer is the largest write buffer returned to the pool.
 const maxPooledWriteBuffer = 64 << 10
 
-var writeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func getWriteBuffer() *bytes.Buffer { return writeBuffers.Get().(*bytes.Buffer) }
-
-func putWriteBuffer(b *bytes.Buffer) {
-	if b.Cap() > maxPooledWriteBuffer {
-		return
-	}
-	b.Reset()
-	writeBuffers.Put(b)
-}
+// writeBuffers holds encode and write buffers; larger ones are dropped.
+var writeBuffers = mempool.NewBuffer(maxPooledWriteBuffer)
 
 // backlogOf finds the WriteBacklogger under c, looking through wrappers that
 // expose the connection they wrap with NetConn (tls.Conn does).
@@ -271,7 +262,7 @@ func (cl *Client) flushLocked() error {
 	n := cl.Net.wpkts
 	cl.Net.wbuf, cl.Net.wpkts = nil, 0
 	_, err := cl.Net.Conn.Write(w.Bytes())
-	putWriteBuffer(w)
+	writeBuffers.Put(w)
 	if bl := cl.Net.backlog; bl != nil {
 		if bl.WriteBacklog() > 0 {
 			atomic.AddInt32(&cl.State.outboundQty, n)

@@ -594,8 +594,8 @@ func (cl *Client) writePacket(pk packets.Packet, b *writeBatch) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := getWriteBuffer()
-	defer putWriteBuffer(buf)
+	buf := writeBuffers.Get()
+	defer writeBuffers.Put(buf)
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -641,7 +641,7 @@ func (cl *Client) writePacket(pk packets.Packet, b *writeBatch) error {
 	n := int64(buf.Len())
 	cl.Net.wmu.Lock()
 	if cl.Net.wbuf == nil {
-		cl.Net.wbuf = getWriteBuffer()
+		cl.Net.wbuf = writeBuffers.Get()
 	}
 	_, _ = cl.Net.wbuf.Write(buf.Bytes())
 	cl.Net.wpkts++
