@@ -120,6 +120,13 @@ var (
 	ErrMalformed = errors.New("tunnel: malformed frame")
 )
 
+// appendHeader appends the HeaderLen bytes every frame starts with.
+func appendHeader(b []byte, t Type, seq uint64, stream uint32) []byte {
+	b = append(b, Version, byte(t))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return binary.BigEndian.AppendUint32(b, stream)
+}
+
 // Append encodes f at the end of b.
 func (f *Frame) Append(b []byte) ([]byte, error) {
 	if f.Type == 0 || int(f.Type) >= len(typeNames) {
@@ -128,9 +135,7 @@ func (f *Frame) Append(b []byte) ([]byte, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	b = append(b, Version, byte(f.Type))
-	b = binary.BigEndian.AppendUint64(b, f.Seq)
-	b = binary.BigEndian.AppendUint32(b, f.Stream)
+	b = appendHeader(b, f.Type, f.Seq, f.Stream)
 	switch f.Type {
 	case TypeSessionOpen:
 		b = append(b, byte(len(f.Target)))

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -351,9 +350,7 @@ func (s *Session) sendData(ctx context.Context, stream uint32, bufs *[][]byte, n
 	seq := s.sendSeq + 1
 	bp := bufpool.Get(HeaderLen + n)
 	defer bufpool.Put(bp)
-	b := append((*bp)[:0], Version, byte(TypeData))
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint32(b, stream)
+	b := appendHeader((*bp)[:0], TypeData, seq, stream)
 	for len(b) < HeaderLen+n {
 		v := (*bufs)[0]
 		k := min(len(v), HeaderLen+n-len(b))
