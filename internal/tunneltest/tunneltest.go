@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -106,7 +107,11 @@ func Dial(tb testing.TB, addr, id, password string) *Device {
 	conn.cond = sync.NewCond(&conn.mu)
 	d := &Device{hs: map[string]func(string, []byte){}, conn: conn}
 	tb.Cleanup(d.ResumeReads) // a paused reader must not outlive the test
-	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.receive}})
+	// paho writes a packet as several Writes and keeps them together only
+	// on a *net.TCPConn (one writev) or a sync.Locker: gatedConn is
+	// neither, so without the lock concurrent publishes, acks and pings
+	// interleave and the broker drops the device for a malformed packet.
+	d.c = paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.receive}})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if _, err := d.c.Connect(ctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
@@ -159,6 +164,12 @@ func (d *Device) receive(pr paho.PublishReceived) (bool, error) {
 // link slower than what it is sent: the broker's writes to it back up, and
 // with a small readBuffer (bytes; 0 keeps the kernel's) they back up soon.
 // ResumeReads lets it read again.
+//
+// Keep readBuffer well above loopback's 64 KiB segments (256 KiB does):
+// a receive buffer smaller than a segment makes the kernel drop segments
+// instead of closing the window, and the sender's retransmission timer
+// backs off to tens of seconds while reads are paused, so the connection
+// stays stalled long after ResumeReads.
 func (d *Device) PauseReads(readBuffer int) {
 	if readBuffer > 0 {
 		if tc, ok := d.conn.Conn.(*net.TCPConn); ok {

@@ -530,7 +530,7 @@ func TestLostFramesEndSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev.PauseReads(16 << 10)
+	dev.PauseReads(256 << 10)
 	var sent atomic.Int64
 	go func() {
 		buf := make([]byte, 1<<20)
