@@ -312,6 +312,75 @@ func TestShadowCapability(t *testing.T) {
 	}
 }
 
+// TestShadowDeltasInOrder: deltas that arrive back to back are applied
+// one at a time in the order they came, and their reports go out in that
+// order, so the last desired value is the one the device runs and the
+// platform sees (a report overtaking a later one would leave a stale
+// reported state, or stale apply errors, with no delta to correct them).
+func TestShadowDeltasInOrder(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	dir := t.TempDir()
+	applied := filepath.Join(dir, "applied")
+	script := filepath.Join(dir, "apply")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat >> "+applied+"\necho >> "+applied+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var ap state.Applier
+	if err := ap.Register("wifi.", &state.Program{Argv: []string{script}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reports := make(chan map[string]any, 100)
+	plat, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform"}, func(m conn.Message) {
+		var r map[string]any
+		_ = json.Unmarshal(m.Payload, &r)
+		reports <- r
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plat.Close()
+	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
+		t.Fatal(err)
+	}
+	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
+	<-reports // the full report on connecting
+	const n = 30
+	for i := 1; i <= n; i++ {
+		if err := plat.Publish(ctx, conn.Outgoing{Topic: topic.Platform("gw1", "shadow", "update", "delta"), QoS: 1,
+			Payload: fmt.Appendf(nil, `{"state":{"wifi":{"channel":%d}}}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []any
+	for len(got) < n {
+		select {
+		case r := <-reports:
+			if w, ok := r["state"].(map[string]any)["reported"].(map[string]any)["wifi"].(map[string]any); ok {
+				got = append(got, w["channel"])
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d reports of %d: %v", len(got), n, got)
+		}
+	}
+	b, err := os.ReadFile(applied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 1; i <= n; i++ {
+		want = append(want, fmt.Sprint(i))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reports in the order %v", got)
+	}
+	if a := strings.Fields(string(b)); fmt.Sprint(a) != fmt.Sprint(want) {
+		t.Errorf("applied in the order %v", a)
+	}
+}
+
 // TestReconnectUsesNewServer: SetServer and Reconnect (what a config-apply
 // capability does) move a disconnected agent to another server at once,
 // without waiting out its backoff.

@@ -90,7 +90,8 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 		return nil, err
 	}
 	sctx, cancelSession := context.WithCancel(ctx)
-	s, err := conn.Connect(ctx, cfg, func(m conn.Message) { a.route(sctx, m) })
+	calls := newDispatcher(a.cfg.Capabilities)
+	s, err := conn.Connect(ctx, cfg, func(m conn.Message) { a.route(sctx, calls, m) })
 	if err != nil {
 		cancelSession()
 		return nil, err
@@ -134,22 +135,23 @@ func (a *Agent) connect(ctx context.Context) (conn.Session, error) {
 	// failed connect, not a lost connection.
 	n := a.connects.Add(1)
 	a.log.Info("connected", "server", cfg.Address, "protocol", s.Protocol(), "tls", cfg.TLS != nil, "connects", n)
-	for _, c := range a.cfg.Capabilities {
-		go c.Connected(sctx, a, s.Protocol())
+	for i, c := range a.cfg.Capabilities {
+		calls.call(i, func() { c.Connected(sctx, a, s.Protocol()) })
 	}
 	return s, nil
 }
 
-// route hands a message to the capability whose filter matches it, on its
-// own goroutine: the session's reader must not wait for a command.
-func (a *Agent) route(ctx context.Context, m conn.Message) {
+// route hands a message to the capability whose filter matches it, off the
+// session's reader (which must not wait for a command): on a goroutine of
+// its own, or behind the earlier calls of a Sequential capability.
+func (a *Agent) route(ctx context.Context, calls *dispatcher, m conn.Message) {
 	if a.routeDirect(m) {
 		return
 	}
-	for _, c := range a.cfg.Capabilities {
+	for i, c := range a.cfg.Capabilities {
 		for _, f := range c.Filters(a.cfg.File.DeviceID) {
 			if topic.Match(f, m.Topic) {
-				go c.Handle(ctx, m, a)
+				calls.call(i, func() { c.Handle(ctx, m, a) })
 				return
 			}
 		}

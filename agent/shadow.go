@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/lastmile-dm/lastmile/agent/conn"
@@ -40,11 +39,13 @@ type Shadow struct {
 	Reporter *state.Reporter
 	Applier  *state.Applier
 	Logger   *slog.Logger
-
-	mu sync.Mutex // one delta at a time, in arrival order of handling
 }
 
-var _ Capability = (*Shadow)(nil)
+var _ Sequential = (*Shadow)(nil)
+
+// Sequential: deltas are applied and reported one at a time, in the order
+// they arrived, and the full report on connecting does not overlap them.
+func (*Shadow) Sequential() {}
 
 // Filters subscribes to the delta filters.
 func (s *Shadow) Filters(deviceID string) []string { return s.Contract.DeltaFilters(deviceID) }
@@ -79,9 +80,7 @@ func (s *Shadow) Handle(ctx context.Context, m conn.Message, p Publisher) {
 	if !ok || len(delta) == 0 {
 		return
 	}
-	s.mu.Lock()
 	res := s.Applier.Apply(ctx, delta)
-	s.mu.Unlock()
 	s.log().Info("shadow delta applied", "applied", len(res.Reported), "failed", len(res.Errors))
 	s.report(ctx, p, state.Nest(res.Reported), res.Errors)
 }
