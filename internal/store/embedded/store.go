@@ -33,6 +33,16 @@ func (c *Config) CheckAndSetDefaults() error {
 	return nil
 }
 
+// walMinSyncInterval spaces the WAL's fsyncs under load: a sync requested
+// sooner than this after the previous one waits for the rest of it, so more
+// writes share each fsync. Every synced write still returns only once it
+// is on disk; a write that comes alone, more than this after the last
+// sync, is not delayed at all. Flat-out shadow updates (1000 devices) went
+// from about 16k/s to 26k/s and from 66 to 52 us of server CPU per update;
+// at 5,000 updates/s p50 went from 0.6 to 0.9 ms and p99 from 5.4 to 6.1 ms
+// (500 us and 1 ms were no faster flat out and added 1.3 ms to that p50).
+const walMinSyncInterval = 200 * time.Microsecond
+
 // Store is the embedded engine. It is safe for concurrent use.
 type Store struct {
 	db  *pebble.DB
@@ -52,7 +62,8 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "store", "engine", "embedded")
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{Logger: pebbleLogger{log}})
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{Logger: pebbleLogger{log},
+		WALMinSyncInterval: func() time.Duration { return walMinSyncInterval }})
 	if err != nil {
 		return nil, err
 	}
