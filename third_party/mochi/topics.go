@@ -363,7 +363,9 @@ type TopicsIndex struct {
 	cache    map[string]*Subscribers
 }
 
-// maxCachedTopics bounds the subscriber cache; when full it starts over.
+// maxCachedTopics bounds the subscriber cache; when full, a random entry
+// makes room (starting over instead left a fleet larger than the cache with
+// almost no hits: 2000 shadow devices touch about 6000 topics).
 const maxCachedTopics = 4096
 
 // invalidate drops every cached subscriber set; called after each change
@@ -391,8 +393,14 @@ func (x *TopicsIndex) SubscribersOf(topic string) *Subscribers {
 
 	x.cacheMu.Lock()
 	if x.cacheGen == gen { // no subscription changed while scanning
-		if x.cache == nil || len(x.cache) >= maxCachedTopics {
+		if x.cache == nil {
 			x.cache = map[string]*Subscribers{}
+		}
+		if len(x.cache) >= maxCachedTopics {
+			for t := range x.cache { // map iteration starts at a random entry
+				delete(x.cache, t)
+				break
+			}
 		}
 		x.cache[topic] = s
 	}
