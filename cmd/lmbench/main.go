@@ -72,6 +72,7 @@ func run(args []string) error {
 	fs.DurationVar(&p.Duration, "duration", 5*time.Second, "run: publishing time")
 	fs.IntVar(&p.Payload, "payload", 64, "run: payload bytes")
 	fs.BoolVar(&p.Persistent, "persistent", false, "run: persistent sessions")
+	fs.DurationVar(&p.Hold, "hold", 0, "run: connect: hold the idle connections this long (pinging every 30 s) and report RSS per connection again, e.g. 150s (past Go's 2-minute forced GC)")
 	fs.IntVar(&p.Sources, "sources", 8, "run: source addresses 127.0.0.1..N")
 	fs.IntVar(&p.Window, "window", 4, "run: QoS 1 publishes unacknowledged per client")
 	nodes := fs.Int("nodes", 1, "lastmile processes sharing the Redis store (-store redis); connect spreads over them")

@@ -76,6 +76,10 @@ func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 		clients []*client
 		failed  int64
 	)
+	if p.Hold > 0 && p.Procs > 1 {
+		m.stop()
+		return r, fmt.Errorf("connect: -hold needs the connections in this process (-procs 1)")
+	}
 	if p.Procs > 1 {
 		reps, release, err := connectInWorkers(ctx, env, p, p.Devices)
 		if err != nil {
@@ -105,7 +109,65 @@ func runConnect(ctx context.Context, env Env, p Params) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	return connectResult(ctx, r, pids, before, p.Devices, failed, elapsed, bcpu, gcpu)
+	r, err = connectResult(ctx, r, pids, before, p.Devices, failed, elapsed, bcpu, gcpu)
+	if err != nil || p.Hold <= 0 {
+		return r, err
+	}
+	return holdIdle(ctx, r, pids, before, clients, p.Hold)
+}
+
+// holdIdle keeps the connections idle for d, each sending a PINGREQ every
+// half keepalive as a device does (more often in a hold shorter than a
+// minute, so that it pings at all), then reads the broker's RSS again: an
+// idle fleet's steady state, past Go's forced collection (every 2 minutes)
+// and the scavenger's return of freed pages, which the reading 2 s after
+// the connects does not see. Connections the broker dropped meanwhile are
+// counted (dropped_while_held); the figure is per connection still open.
+func holdIdle(ctx context.Context, r Result, pids []int, before int64, clients []*client, d time.Duration) (Result, error) {
+	pingEvery := min(30*time.Second, d/2) // keepalive 60 s
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		wait := min(pingEvery, time.Until(end))
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(wait):
+		}
+		if time.Now().Before(end) {
+			for _, c := range clients {
+				if c != nil {
+					_ = c.send(0xC0, nil, true) // PINGREQ
+				}
+			}
+		}
+	}
+	open := 0
+	for _, c := range clients {
+		if c != nil {
+			select {
+			case <-c.done:
+			default:
+				open++
+			}
+		}
+	}
+	after, err := sumRSS(pids)
+	if err != nil {
+		return r, err
+	}
+	r.add("rss_per_conn_held", "KB", float64(after-before)/1024/float64(max(open, 1)), false)
+	r.add("dropped_while_held", "", float64(countNonNil(clients)-open), false)
+	return r, nil
+}
+
+func countNonNil(clients []*client) int {
+	n := 0
+	for _, c := range clients {
+		if c != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // connectResult reads the broker's RSS once it has settled and fills in

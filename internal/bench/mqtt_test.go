@@ -147,6 +147,7 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 	cases := []Case{
 		{"connect", "connect", Params{Devices: 20, Sources: 2}},
 		{"connect procs", "connect", Params{Devices: 21, Sources: 2, Procs: 3}},
+		{"connect hold", "connect", Params{Devices: 10, Sources: 2, Hold: 1500 * time.Millisecond}},
 		{"fanin", "fanin", Params{Devices: 10, Subs: 2, QoS: 1, Rate: 200, Duration: 500 * time.Millisecond, Payload: 32, Window: 1}},
 		{"fanout", "fanout", Params{Subs: 5, QoS: 0, Rate: 50, Duration: 500 * time.Millisecond, Payload: 32}},
 		{"storm", "reconnect-storm", Params{Devices: 10}},
@@ -172,6 +173,9 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 		case "connect":
 			if figure(r, "failed") != 0 || figure(r, "connects") <= 0 || figure(r, "rss_per_conn") <= 0 {
 				t.Errorf("%s on %s: %+v", c.Name, target.Name(), r.Figures)
+			}
+			if c.Params.Hold > 0 && (figure(r, "dropped_while_held") != 0 || figure(r, "rss_per_conn_held") <= 0) {
+				t.Errorf("%s on %s: pinged connections dropped, or no held figure: %+v", c.Name, target.Name(), r.Figures)
 			}
 		case "fanin":
 			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") != 0 || figure(r, "p99") <= 0 {

@@ -26,6 +26,7 @@ type Params struct {
 	Sources    int           // source addresses 127.0.0.1 … 127.0.0.<Sources>
 	Window     int           // QoS 1 publishes a client may have unacknowledged
 	Procs      int           // connect: generator processes (each its own ~20k open-file limit); <= 1 = this one
+	Hold       time.Duration // connect: hold the idle connections this long, pinging as devices do, and read RSS again (rss_per_conn_held); 0 = no hold
 }
 
 // Figure is one measured number.

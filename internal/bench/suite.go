@@ -105,7 +105,7 @@ func RunOnce(ctx context.Context, t Target, c Case, log io.Writer) (Result, erro
 		return Result{}, fmt.Errorf("start %s: %w", t.Name(), err)
 	}
 	defer func() { _ = t.Stop() }()
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute+c.Params.Hold)
 	defer cancel()
 	return s.Run(rctx, Env{Target: t, Log: log}, c.Params)
 }
