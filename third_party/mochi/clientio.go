@@ -27,6 +27,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/lastmile-dm/lastmile/third_party/mochi/mempool"
 	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
@@ -93,7 +94,16 @@ type connReader struct {
 	size int
 	buf  []byte
 	r, w int
+	// idle is set when a fill waited at least idleSpell for the socket:
+	// the next packet ends an idle spell (Client.Read).
+	idle bool
 }
+
+// idleSpell is how long a connection must have waited for input before
+// its next packet is handled on a goroutine of its own
+// (Client.handlePacketApart). Shorter waits are a busy connection's, which
+// would pay the extra goroutine on every packet.
+const idleSpell = time.Second
 
 var readBuffers sync.Pool // of *[]byte, of readBufferSize bytes
 
@@ -198,6 +208,7 @@ func (r *connReader) fill() error {
 		r.buf = nil
 	}
 	var rerr error
+	var waitedSince time.Time
 	err := r.rc.Read(func(fd uintptr) bool {
 		buf := r.getBuf()
 		for {
@@ -207,6 +218,9 @@ func (r *connReader) fill() error {
 				continue
 			case err == syscall.EAGAIN:
 				r.putBuf(buf)
+				if waitedSince.IsZero() {
+					waitedSince = time.Now()
+				}
 				return false // wait until readable, holding no buffer
 			case err != nil:
 				rerr = err
@@ -220,6 +234,9 @@ func (r *connReader) fill() error {
 			return true
 		}
 	})
+	if !waitedSince.IsZero() && time.Since(waitedSince) >= idleSpell {
+		r.idle = true
+	}
 	if err != nil {
 		return err
 	}

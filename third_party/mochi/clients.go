@@ -401,10 +401,35 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		if err := cl.handlePacket(&fh, packetHandler); err != nil {
+		var err error
+		if r := cl.Net.bconn; r != nil && r.idle {
+			r.idle = false
+			err = cl.handlePacketApart(&fh, packetHandler)
+		} else {
+			err = cl.handlePacket(&fh, packetHandler)
+		}
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// handlePacketApart is handlePacket on a goroutine of its own, for a
+// packet that ends an idle spell of at least idleSpell (fork). Handling a packet takes about
+// 16 KiB of stack (mochi passes its 800-byte Packet by value through every
+// layer), Go returns grown stack only during a collection, and a device
+// pings again before that: handled on the read loop's goroutine, every
+// idle connection that had pinged once kept 16 KiB. This goroutine's stack
+// is freed when it ends. The read loop waits for it, so packets are still
+// handled one at a time and in order; a busy connection, whose input is
+// buffered or comes within idleSpell, does not pay for the extra
+// goroutine.
+//
+//go:noinline
+func (cl *Client) handlePacketApart(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	done := make(chan error, 1)
+	go func() { done <- cl.handlePacket(fh, packetHandler) }()
+	return <-done
 }
 
 // handlePacket reads the rest of the packet fh starts and processes it.
