@@ -21,6 +21,7 @@ type Stream struct {
 	s        *Session
 	id       uint32
 	accepted chan struct{} // closed when the peer accepted or refused (opener), or on Accept/Refuse (acceptor)
+	settled  sync.Once     // closes accepted: Accept and a peer's reset may race
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -73,23 +74,22 @@ func (st *Stream) Session() *Session { return st.s }
 // Accept tells the peer the stream is open (the acceptor side calls it
 // once the target connection is up).
 func (st *Stream) Accept(ctx context.Context) error {
-	defer closeOnce(st.accepted)
+	defer st.settle()
 	return st.s.send(ctx, Frame{Type: TypeAccept, Stream: st.id, Window: st.s.cfg.Window})
 }
 
 // Refuse tells the peer the stream cannot be opened, and why.
 func (st *Stream) Refuse(r Reason, msg string) {
-	defer closeOnce(st.accepted)
+	defer st.settle()
 	st.fail(&ReasonError{Reason: r, Message: msg, kind: ErrStreamReset}, false)
 	_ = st.s.send(st.s.ctx, Frame{Type: TypeReject, Stream: st.id, Reason: r, Message: msg})
 }
 
-func closeOnce(c chan struct{}) {
-	select {
-	case <-c:
-	default:
-		close(c)
-	}
+// settle closes accepted, once. (A check-then-close of the channel raced
+// when the acceptor's Accept and the peer's reset came at the same time,
+// and panicked on the second close: FuzzSessionDeliver found it.)
+func (st *Stream) settle() {
+	st.settled.Do(func() { close(st.accepted) })
 }
 
 // deliver handles a received stream frame; it never blocks.
@@ -105,12 +105,12 @@ func (st *Stream) deliver(f Frame) {
 		st.opening = false
 		st.credit += int64(f.Window)
 		st.mu.Unlock()
-		closeOnce(st.accepted)
+		st.settle()
 		return
 	case TypeReject, TypeReset:
 		st.mu.Unlock()
 		st.fail(&ReasonError{Reason: f.Reason, Message: f.Message, Remote: true, kind: ErrStreamReset}, false)
-		closeOnce(st.accepted)
+		st.settle()
 		return
 	case TypeWindow:
 		st.credit += int64(f.Window)
@@ -310,7 +310,7 @@ func (st *Stream) fail(err *ReasonError, notify bool) bool {
 	st.dropBuf()
 	st.cond.Broadcast()
 	st.mu.Unlock()
-	closeOnce(st.accepted)
+	st.settle()
 	if notify {
 		st.s.enqueue(Frame{Type: TypeReset, Stream: st.id, Reason: err.Reason, Message: err.Message})
 	}
