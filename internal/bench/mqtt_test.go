@@ -178,8 +178,15 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 				t.Errorf("%s on %s: pinged connections dropped, or no held figure: %+v", c.Name, target.Name(), r.Figures)
 			}
 		case "fanin":
-			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") != 0 || figure(r, "p99") <= 0 {
+			if figure(r, "delivered") <= 0 || figure(r, "dropped_qos1") < 0 || figure(r, "p99") <= 0 {
 				t.Errorf("fanin on %s: %+v", target.Name(), r.Figures)
+			}
+			// These are the reference brokers, not lastmile: what they drop
+			// is a figure to report, not a harness failure (mosquitto once
+			// lost 1 of 100 acknowledged messages here in a loaded CI run).
+			// lastmile's own guarantee is TestFanInSaturationDeliversEveryAckedQoS1.
+			if d := figure(r, "dropped_qos1"); d != 0 {
+				t.Logf("fanin on %s: %v acknowledged QoS 1 messages not delivered within 10 s", target.Name(), d)
 			}
 		case "fanout":
 			if figure(r, "delivered") <= 0 {
