@@ -248,23 +248,26 @@ func (testShadow) EncodeReport(id string, reported map[string]any, errs map[stri
 	return conn.Outgoing{Topic: topic.Platform(id, "shadow", "update"), Payload: b, QoS: 1}, err
 }
 
-// TestShadowCapability: the agent reports its state on connect, applies a
-// delta through a real program and reports the result and the failures.
-func TestShadowCapability(t *testing.T) {
-	t.Parallel()
-	addr := mosquitto(t)
-	dir := t.TempDir()
-	script := filepath.Join(dir, "apply")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = wifi.bad ] && { echo nope >&2; exit 1; }\ncat > /dev/null\n"), 0o700); err != nil {
+// wifiApplier applies the "wifi." keys with the shell script body.
+func wifiApplier(t *testing.T, body string) *state.Applier {
+	t.Helper()
+	script := filepath.Join(t.TempDir(), "apply")
+	if err := os.WriteFile(script, []byte(body), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	var ap state.Applier
 	if err := ap.Register("wifi.", &state.Program{Argv: []string{script}}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	reports := make(chan map[string]any, 10)
+	return &ap
+}
+
+// shadowReports plays the platform: a client on the broker at addr that
+// receives gw1's shadow reports (decoded) on the returned channel, of
+// capacity n.
+func shadowReports(ctx context.Context, t *testing.T, addr string, n int) (conn.Session, <-chan map[string]any) {
+	t.Helper()
+	reports := make(chan map[string]any, n)
 	plat, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform"}, func(m conn.Message) {
 		var r map[string]any
 		_ = json.Unmarshal(m.Payload, &r)
@@ -273,10 +276,22 @@ func TestShadowCapability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plat.Close()
+	t.Cleanup(func() { _ = plat.Close() })
 	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
 		t.Fatal(err)
 	}
+	return plat, reports
+}
+
+// TestShadowCapability: the agent reports its state on connect, applies a
+// delta through a real program and reports the result and the failures.
+func TestShadowCapability(t *testing.T) {
+	t.Parallel()
+	addr := mosquitto(t)
+	ap := wifiApplier(t, "#!/bin/sh\n[ \"$1\" = wifi.bad ] && { echo nope >&2; exit 1; }\ncat > /dev/null\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	plat, reports := shadowReports(ctx, t, addr, 10)
 	gets := make(chan struct{}, 10)
 	getter, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform-get"}, func(conn.Message) { gets <- struct{}{} })
 	if err != nil {
@@ -286,7 +301,7 @@ func TestShadowCapability(t *testing.T) {
 	if err := getter.Subscribe(ctx, topic.Platform("gw1", "shadow", "get")); err != nil {
 		t.Fatal(err)
 	}
-	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
+	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: ap})
 	first := <-reports
 	if rep := first["state"].(map[string]any)["reported"].(map[string]any); rep["agent_version"] != "v9" || rep["interfaces"] == nil {
 		t.Fatalf("first report: %v", first)
@@ -320,32 +335,12 @@ func TestShadowCapability(t *testing.T) {
 func TestShadowDeltasInOrder(t *testing.T) {
 	t.Parallel()
 	addr := mosquitto(t)
-	dir := t.TempDir()
-	applied := filepath.Join(dir, "applied")
-	script := filepath.Join(dir, "apply")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat >> "+applied+"\necho >> "+applied+"\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	var ap state.Applier
-	if err := ap.Register("wifi.", &state.Program{Argv: []string{script}}); err != nil {
-		t.Fatal(err)
-	}
+	applied := filepath.Join(t.TempDir(), "applied")
+	ap := wifiApplier(t, "#!/bin/sh\ncat >> "+applied+"\necho >> "+applied+"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	reports := make(chan map[string]any, 100)
-	plat, err := conn.Connect(ctx, conn.Config{Address: addr, ClientID: "platform"}, func(m conn.Message) {
-		var r map[string]any
-		_ = json.Unmarshal(m.Payload, &r)
-		reports <- r
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plat.Close()
-	if err := plat.Subscribe(ctx, topic.Platform("gw1", "shadow", "update")); err != nil {
-		t.Fatal(err)
-	}
-	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: &ap})
+	plat, reports := shadowReports(ctx, t, addr, 100)
+	newAgent(t, addr, &Shadow{DeviceID: "gw1", Contract: testShadow{}, Reporter: &state.Reporter{AgentVersion: "v9"}, Applier: ap})
 	<-reports // the full report on connecting
 	const n = 30
 	for i := 1; i <= n; i++ {

@@ -79,12 +79,11 @@ func (s *serial) drain() {
 // dispatcher starts a session's capability calls: each on its own
 // goroutine, a Sequential capability's through its queue.
 type dispatcher struct {
-	caps   []Capability
-	queues []*serial // by index in caps; nil for concurrent capabilities
+	queues []*serial // by capability index; nil for concurrent capabilities
 }
 
 func newDispatcher(caps []Capability) *dispatcher {
-	d := &dispatcher{caps: caps, queues: make([]*serial, len(caps))}
+	d := &dispatcher{queues: make([]*serial, len(caps))}
 	for i, c := range caps {
 		if _, ok := c.(Sequential); ok {
 			d.queues[i] = &serial{}

@@ -17,7 +17,8 @@ import (
 // goroutine of its own, whose stack goes when it ends: a fleet of idle
 // devices that ping must not keep 16 KiB each. Without that it measures
 // 8 KiB per connection here (16 halved once by the collection below).
-// Not parallel: it reads the process's stack memory. `make test` runs it a
+// Not parallel: it reads the process's stack memory; the devices are raw
+// sockets, so that they add no goroutines of their own to it. `make test` runs it a
 // second time without the race detector, which hides the difference.
 func TestPingedIdleConnectionsKeepSmallStacks(t *testing.T) {
 	if raceDetector {

@@ -141,14 +141,16 @@ func holdIdle(ctx context.Context, r Result, pids []int, before int64, clients [
 			}
 		}
 	}
-	open := 0
+	open, dropped := 0, 0
 	for _, c := range clients {
-		if c != nil {
-			select {
-			case <-c.done:
-			default:
-				open++
-			}
+		if c == nil {
+			continue
+		}
+		select {
+		case <-c.done:
+			dropped++
+		default:
+			open++
 		}
 	}
 	after, err := sumRSS(pids)
@@ -156,18 +158,8 @@ func holdIdle(ctx context.Context, r Result, pids []int, before int64, clients [
 		return r, err
 	}
 	r.add("rss_per_conn_held", "KB", float64(after-before)/1024/float64(max(open, 1)), false)
-	r.add("dropped_while_held", "", float64(countNonNil(clients)-open), false)
+	r.add("dropped_while_held", "", float64(dropped), false)
 	return r, nil
-}
-
-func countNonNil(clients []*client) int {
-	n := 0
-	for _, c := range clients {
-		if c != nil {
-			n++
-		}
-	}
-	return n
 }
 
 // connectResult reads the broker's RSS once it has settled and fills in
