@@ -288,3 +288,47 @@ func TestSlowConsumer(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeAndSmallMessagesArriveWholeInOrder: a device publishes QoS 0
+// and QoS 1 messages of 10 bytes to 200 KiB in turn. The broker writes a
+// large payload with writev, uncopied, and a small one through the write
+// buffer; the application must get every message whole and in order.
+func TestLargeAndSmallMessagesArriveWholeInOrder(t *testing.T) {
+	t.Parallel()
+	h := start(t, "", nil)
+	app, _, err := dial5(t, h.addr, &paho.Connect{ClientID: "app:reader", Username: "app:reader", Password: []byte("pw-app:reader"), CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Subscribe(context.Background(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "tele/+/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	dev := device5(t, h.addr, "dev1")
+
+	sizes := []int{10, 200 << 10, 9 << 10, 100, 8 << 10, 64 << 10, 8<<10 - 1, 1, 150 << 10}
+	var want []string
+	for i := range 3 * len(sizes) {
+		payload := make([]byte, sizes[i%len(sizes)])
+		for j := range payload {
+			payload[j] = byte(i + j*13)
+		}
+		topic := fmt.Sprintf("tele/dev1/m%d", i)
+		want = append(want, topic+"="+string(payload))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := dev.Publish(ctx, &paho.Publish{Topic: topic, QoS: byte(i % 2), Payload: payload})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	waitLong(t, "every message at the application", func() bool { return len(app.received()) >= len(want) })
+	got := app.received()
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: got %d bytes (%.40q…), want %d bytes (%.40q…)", i, len(got[i]), got[i], len(want[i]), want[i])
+		}
+	}
+}

@@ -22,6 +22,7 @@ package mqtt
 // never blocks a publisher.
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -280,6 +281,13 @@ func (cl *Client) flushLocked() error {
 	cl.Net.wbuf, cl.Net.wpkts = nil, 0
 	_, err := cl.Net.Conn.Write(w.Bytes())
 	writeBuffers.Put(w)
+	cl.noteBacklog(n)
+	return err
+}
+
+// noteBacklog counts n packets just written against the client's pending
+// writes while its connection reports a backlog (writesFull).
+func (cl *Client) noteBacklog(n int32) {
 	if bl := cl.Net.backlog; bl != nil {
 		if bl.WriteBacklog() > 0 {
 			atomic.AddInt32(&cl.State.outboundQty, n)
@@ -287,7 +295,6 @@ func (cl *Client) flushLocked() error {
 			atomic.StoreInt32(&cl.State.outboundQty, 0)
 		}
 	}
-	return err
 }
 
 // writesFull reports whether a client on a non-blocking connection has
@@ -302,4 +309,58 @@ func (cl *Client) writesFull() bool {
 		return false
 	}
 	return true
+}
+
+// BuffersWriter is implemented by connections that write several buffers
+// with one call (writev) and, like Write, never keep a reference to them
+// after returning. A large PUBLISH goes to such a connection as its encoded
+// header and its payload, the payload never copied in user space.
+type BuffersWriter interface {
+	WriteBuffers(bufs [][]byte) (int, error)
+}
+
+// minVectoredPayload is the payload size from which a PUBLISH is written
+// vectored on a BuffersWriter: below it, one copy into the write buffer
+// costs less than the extra iovec, and small packets still coalesce.
+const minVectoredPayload = 8 << 10
+
+// writePublishVectored writes a PUBLISH with a large payload: whatever the
+// client's write buffer holds (a read loop's held writes included), the
+// packet's header and its payload in one writev, so the wire order stays
+// the order of writes. It does what
+// writePacket does after encoding, including the size check and the hooks;
+// OnPacketSent gets the header bytes (the payload is pk.Payload).
+func (cl *Client) writePublishVectored(pk packets.Packet, hdr *bytes.Buffer, bw BuffersWriter) error {
+	if err := pk.PublishEncodeHeader(hdr); err != nil {
+		return err
+	}
+	n := int64(hdr.Len() + len(pk.Payload))
+	if pk.Mods.MaxSize > 0 && n > int64(pk.Mods.MaxSize) {
+		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+	}
+
+	cl.Net.wmu.Lock()
+	pending := cl.Net.wbuf
+	pkts := cl.Net.wpkts + 1
+	cl.Net.wbuf, cl.Net.wpkts, cl.Net.heldBy = nil, 0, nil
+	bufs := make([][]byte, 0, 3)
+	if pending != nil && pending.Len() > 0 {
+		bufs = append(bufs, pending.Bytes())
+	}
+	bufs = append(bufs, hdr.Bytes(), pk.Payload)
+	_, err := bw.WriteBuffers(bufs)
+	if pending != nil {
+		writeBuffers.Put(pending)
+	}
+	cl.noteBacklog(pkts)
+	cl.Net.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	atomic.AddInt64(&cl.ops.info.BytesSent, n)
+	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
+	atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+	cl.ops.hooks.OnPacketSent(cl, pk, hdr.Bytes())
+	return nil
 }

@@ -621,6 +621,11 @@ func (cl *Client) writePacket(pk packets.Packet, b *writeBatch) error {
 	var err error
 	buf := writeBuffers.Get()
 	defer writeBuffers.Put(buf)
+	if pk.FixedHeader.Type == packets.Publish && len(pk.Payload) >= minVectoredPayload {
+		if bw, ok := cl.Net.Conn.(BuffersWriter); ok {
+			return cl.writePublishVectored(pk, buf, bw)
+		}
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)

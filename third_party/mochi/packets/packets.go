@@ -608,6 +608,19 @@ func (pk *Packet) PingrespDecode(buf []byte) error {
 
 // PublishEncode encodes a Publish packet.
 func (pk *Packet) PublishEncode(buf *bytes.Buffer) error {
+	buf.Grow(len(pk.Payload) + 64) // fork: one allocation for a large payload, not a doubling series
+	if err := pk.PublishEncodeHeader(buf); err != nil {
+		return err
+	}
+	buf.Write(pk.Payload)
+	return nil
+}
+
+// PublishEncodeHeader encodes everything of a Publish packet that comes
+// before its payload: fixed header, topic, packet ID and properties. The
+// payload, written after it, completes the packet (fork: a large payload
+// goes to the socket with writev, uncopied).
+func (pk *Packet) PublishEncodeHeader(buf *bytes.Buffer) error {
 	nb := mempool.GetBuffer()
 	defer mempool.PutBuffer(nb)
 
@@ -630,7 +643,6 @@ func (pk *Packet) PublishEncode(buf *bytes.Buffer) error {
 	pk.FixedHeader.Remaining = nb.Len() + len(pk.Payload)
 	pk.FixedHeader.Encode(buf)
 	buf.Write(nb.Bytes())
-	buf.Write(pk.Payload)
 
 	return nil
 }
