@@ -8,8 +8,8 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/eclipse/paho.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
+	"github.com/lastmile-dm/lastmile/third_party/paho/packets"
+	"github.com/lastmile-dm/lastmile/third_party/paho/paho"
 )
 
 // session5 is an MQTT 5 session over paho.golang's low-level client.
@@ -35,7 +35,10 @@ func connect5(ctx context.Context, cfg Config, handler func(Message)) (*session5
 		ClientID: cfg.ClientID,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
-			m := Message{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...), QoS: p.QoS}
+			// The payload is the end of the buffer the packet was read into
+			// (third_party/paho): nothing else refers to it, so the handler
+			// may keep it.
+			m := Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
 			if p.Properties != nil {
 				m.ResponseTopic = p.Properties.ResponseTopic
 				m.CorrelationData = append([]byte(nil), p.Properties.CorrelationData...)

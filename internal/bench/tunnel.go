@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -21,6 +20,7 @@ import (
 	"github.com/lastmile-dm/lastmile/dm/topic"
 	_ "github.com/lastmile-dm/lastmile/internal/grpcbuf" // gRPC buffers sized for bulk streams
 	tunnelv1 "github.com/lastmile-dm/lastmile/proto/gen/go/lastmile/tunnel/v1"
+	"github.com/lastmile-dm/lastmile/third_party/paho/paho"
 	"github.com/lastmile-dm/lastmile/tunnel"
 	"github.com/lastmile-dm/lastmile/tunnel/endpoint"
 )

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lastmile-dm/lastmile/broker"
 	"github.com/lastmile-dm/lastmile/dm/topic"
+	"github.com/lastmile-dm/lastmile/third_party/paho/packets"
+	"github.com/lastmile-dm/lastmile/third_party/paho/paho"
 	"github.com/lastmile-dm/lastmile/tunnel"
 )
 

@@ -17,6 +17,7 @@ package packets
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -307,18 +308,15 @@ func ReadPacket(r io.Reader) (*ControlPacket, error) {
 		return nil, err
 	}
 
-	var content bytes.Buffer
-	content.Grow(cp.remainingLength)
-
-	n, err := io.CopyN(&content, r, int64(cp.remainingLength))
-	if err != nil {
+	// lastmile fork: the packet is read into one buffer of its exact size,
+	// which the decoded packet then owns (a PUBLISH's Payload is the end of
+	// it). Upstream grew a bytes.Buffer past the size and copied the
+	// payload out again: three times the payload allocated per packet.
+	content := make([]byte, cp.remainingLength)
+	if _, err := io.ReadFull(r, content); err != nil {
 		return nil, err
 	}
-
-	if n != int64(cp.remainingLength) {
-		return nil, fmt.Errorf("failed to read packet, expected %d bytes, read %d", cp.remainingLength, n)
-	}
-	err = cp.Content.Unpack(&content)
+	err = cp.Content.Unpack(bytes.NewBuffer(content))
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +393,11 @@ func encodeVBIdirect(length int, buf *bytes.Buffer) {
 	}
 }
 
+// ErrMalformedVBI is returned for a variable byte integer longer than the
+// four bytes MQTT allows (lastmile fork: upstream read on and decoded a
+// remaining length of up to 4 GiB, which it then allocated).
+var ErrMalformedVBI = errors.New("malformed variable byte integer: more than 4 bytes")
+
 func getVBI(r io.Reader) (*bytes.Buffer, error) {
 	var ret bytes.Buffer
 	digit := [1]byte{}
@@ -406,6 +409,9 @@ func getVBI(r io.Reader) (*bytes.Buffer, error) {
 		ret.WriteByte(digit[0])
 		if digit[0] <= 0x7f {
 			return &ret, nil
+		}
+		if ret.Len() == 4 { // [MQTT-1.5.5]
+			return nil, ErrMalformedVBI
 		}
 	}
 }

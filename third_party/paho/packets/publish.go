@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"io/ioutil"
 	"net"
 )
 
@@ -67,10 +66,7 @@ func (p *Publish) Unpack(r *bytes.Buffer) error {
 		return err
 	}
 
-	p.Payload, err = ioutil.ReadAll(r)
-	if err != nil {
-		return err
-	}
+	p.Payload = r.Next(r.Len()) // lastmile fork: the packet's own buffer, not a copy
 
 	return nil
 }
