@@ -197,3 +197,141 @@ func TestHasSubscribers(t *testing.T) {
 		t.Fatal("still a subscriber after UNSUBSCRIBE")
 	}
 }
+
+// TestPlatformPublishKeepsNoReferenceToThePayload: the platform publishes
+// QoS 0 and QoS 1 messages, small and large, from one buffer that it
+// overwrites as soon as PublishMessage returns, to a device that reads
+// only after all were published (its socket backs up, QoS 1 messages wait
+// inflight). Every message must arrive as it was published.
+func TestPlatformPublishKeepsNoReferenceToThePayload(t *testing.T) {
+	t.Parallel()
+	h := start(t, "", func(c *broker.Config) { c.Limits.MaxPendingBytes = 64 << 20 })
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []string
+	conn := dialRaw(t, h.addr)
+	_ = conn.(*net.TCPConn).SetReadBuffer(256 << 10)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) {
+			<-release
+			mu.Lock()
+			got = append(got, string(pr.Packet.Payload))
+			mu.Unlock()
+			return true, nil
+		},
+	}})
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "dev1", Username: "dev1", UsernameFlag: true, Password: []byte("pw-dev1"), PasswordFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(func() { free(); _ = c.Disconnect(&paho.Disconnect{}) })
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$dm/dev1/cmd/+", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	buf := make([]byte, 100<<10)
+	var want []string
+	for i := range 60 {
+		size := 100
+		if i%3 != 0 {
+			size = len(buf) // written vectored, uncopied, when the socket takes it
+		}
+		msg := buf[:size]
+		for j := range msg {
+			msg[j] = byte('a' + (i+j)%26)
+		}
+		want = append(want, string(msg))
+		if err := h.srv.PublishMessage(broker.Message{Topic: "$dm/dev1/cmd/x", QoS: byte(i % 2), Payload: msg}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range msg { // the platform reuses its buffer
+			msg[j] = '#'
+		}
+	}
+	free()
+	waitLong(t, "every message at the device", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= len(want)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("device got %d messages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d (QoS %d, %d bytes) arrived changed: %.20q…, want %.20q…", i, i%2, len(want[i]), got[i], want[i])
+		}
+	}
+}
+
+// TestPlatformPublishToOfflineSession: QoS 1 messages the platform
+// publishes to a device whose persistent session is offline wait in the
+// session; the platform overwrites its buffer after each publish, and the
+// device must still get every message as published, in the order
+// published, when it comes back.
+func TestPlatformPublishToOfflineSession(t *testing.T) {
+	t.Parallel()
+	h := start(t, "", nil)
+	expiry := uint32(300)
+	connect := func(got chan<- string) *paho.Client {
+		c := paho.NewClient(paho.ClientConfig{Conn: dialRaw(t, h.addr), OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { got <- string(pr.Packet.Payload); return true, nil },
+		}})
+		ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		if _, err := c.Connect(ctx, &paho.Connect{ClientID: "dev1", Username: "dev1", UsernameFlag: true, Password: []byte("pw-dev1"), PasswordFlag: true,
+			KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := make(chan string, 100)
+	c := connect(first)
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$dm/dev1/cmd/+", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	waitFor(t, "the device offline", func() bool { return !h.srv.Connected("dev1") })
+
+	buf := make([]byte, 20<<10)
+	var want []string
+	for i := range 10 {
+		msg := buf[:100+i*2000]
+		for j := range msg {
+			msg[j] = byte('a' + (i+j)%26)
+		}
+		want = append(want, string(msg))
+		if err := h.srv.PublishMessage(broker.Message{Topic: "$dm/dev1/cmd/x", QoS: 1, Payload: msg}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range msg {
+			msg[j] = '#'
+		}
+	}
+
+	again := make(chan string, 100)
+	c = connect(again)
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	for i := range want {
+		select {
+		case got := <-again:
+			if got != want[i] {
+				for j := range want {
+					if got == want[j] {
+						t.Fatalf("message %d arrived in place of message %d: resent out of order", j, i)
+					}
+				}
+				t.Fatalf("message %d (%d bytes) arrived changed: %.20q…, want %.20q…", i, len(want[i]), got, want[i])
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d never arrived", i)
+		}
+	}
+}

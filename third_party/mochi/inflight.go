@@ -16,6 +16,8 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	order               map[uint16]uint64         // fork: when each packet was first set (seq), for GetAll
+	seq                 uint64                    // fork: the last order given
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -35,8 +37,13 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	_, ok := i.internal[m.PacketID]
 	if i.internal == nil {
 		i.internal = map[uint16]packets.Packet{}
+		i.order = map[uint16]uint64{}
 	}
 	i.internal[m.PacketID] = m
+	if !ok { // an update (PUBREL for PUBLISH, a quota wait) keeps its place
+		i.seq++
+		i.order[m.PacketID] = i.seq
+	}
 	return !ok
 }
 
@@ -66,9 +73,12 @@ func (i *Inflight) Clone() *Inflight {
 	i.RLock()
 	defer i.RUnlock()
 	c.internal = make(map[uint16]packets.Packet, len(i.internal))
+	c.order = make(map[uint16]uint64, len(i.order))
 	for k, v := range i.internal {
 		c.internal[k] = v
+		c.order[k] = i.order[k]
 	}
+	c.seq = i.seq
 	return c
 }
 
@@ -84,8 +94,13 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	// fork: in the order the packets were first set, which is the order
+	// they were sent in [MQTT-4.6.0-5]. Upstream sorted by Created, whole
+	// seconds truncated to 16 bits, unstably: messages of the same second
+	// were resent in any order, and across a wrap of the truncation (every
+	// 18 hours) newer before older.
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
 	return m
@@ -113,6 +128,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }
