@@ -102,7 +102,10 @@ func (s *Server) toMessage(pk packets.Packet) Message {
 }
 
 // PublishMessage publishes m from the platform: not subject to ACLs, with
-// its MQTT 5 properties (which 3.1.1 subscribers do not see).
+// its MQTT 5 properties (which 3.1.1 subscribers do not see). It keeps no
+// reference to m.Payload: a delivery that outlives the call (inflight,
+// queued, or part of a socket backlog) holds a copy, so the caller may
+// reuse the buffer once it returns.
 func (s *Server) PublishMessage(m Message) error {
 	if !s.started.Load() {
 		return ErrNotStarted

@@ -1060,7 +1060,13 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 		return pk, nil // [MQTT-3.8.3-3]
 	}
 
+	// fork: out shares pk's payload until the delivery is kept (inflight
+	// or queued, ownPayload); a QoS 0 write to a non-blocking connection
+	// copies it into the socket, or its backlog, and keeps nothing.
+	payload := pk.Payload
+	pk.Payload = nil
 	out := pk.Copy(false)
+	out.Payload, pk.Payload = payload, payload
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return out, packets.ErrNotAuthorized
 	}
@@ -1112,6 +1118,7 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
+		ownPayload(&out)
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
@@ -1136,6 +1143,7 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 			return out, cl.writePacket(out, b)
 		}
 	} else {
+		ownPayload(&out)
 		select {
 		case cl.State.outbound <- &out:
 			atomic.AddInt32(&cl.State.outboundQty, 1)
@@ -1150,6 +1158,14 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 		cl.State.Inflight.IncreaseSendQuota()
 	}
 	return out, packets.ErrPendingClientWritesExceeded
+}
+
+// ownPayload gives a delivery a payload of its own, for it to be kept
+// beyond the publish that made it.
+func ownPayload(pk *packets.Packet) {
+	if len(pk.Payload) > 0 {
+		pk.Payload = append([]byte(nil), pk.Payload...)
+	}
 }
 
 func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, existed bool) {
