@@ -165,14 +165,15 @@ func runSmallScenarios(ctx context.Context, t *testing.T, target Target) {
 		return 0
 	}
 	for _, c := range cases {
-		r, err := RunOnce(ctx, target, c, &bytes.Buffer{})
+		var log bytes.Buffer
+		r, err := RunOnce(ctx, target, c, &log)
 		if err != nil {
-			t.Fatalf("%s on %s: %v", c.Name, target.Name(), err)
+			t.Fatalf("%s on %s: %v\n%s", c.Name, target.Name(), err, log.String())
 		}
 		switch c.Scenario {
 		case "connect":
 			if figure(r, "failed") != 0 || figure(r, "connects") <= 0 || figure(r, "rss_per_conn") <= 0 {
-				t.Errorf("%s on %s: %+v", c.Name, target.Name(), r.Figures)
+				t.Errorf("%s on %s: %+v\n%s", c.Name, target.Name(), r.Figures, log.String())
 			}
 			if c.Params.Hold > 0 && (figure(r, "dropped_while_held") != 0 || figure(r, "rss_per_conn_held") <= 0) {
 				t.Errorf("%s on %s: pinged connections dropped, or no held figure: %+v", c.Name, target.Name(), r.Figures)

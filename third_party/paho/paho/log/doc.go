@@ -1,0 +1,2 @@
+// Package log is the logging interface of the paho client (lastmile's fork of paho.golang).
+package log
