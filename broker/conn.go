@@ -219,6 +219,7 @@ func (c *backlogConn) tryWritev(bufs [][]byte) (int, error) {
 	var werr error
 	err := c.rc.Write(func(fd uintptr) bool {
 		for {
+			//nolint:gosec // writev takes the iovec array's address; iov and the buffers it points to outlive the call
 			m, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(k))
 			switch errno {
 			case 0:
