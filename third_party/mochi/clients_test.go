@@ -859,3 +859,32 @@ var (
 		packets.TPacketData[packets.Auth].Get(packets.TAuth),
 	}
 )
+
+// TestClientsGetByListenerConcurrentWithDelete: GetByListener took the
+// read lock twice (through Len); a Delete waiting between the two
+// deadlocked both, and with them a server's Close (fork: a CI run hung on
+// it). Bounded loops; the deadline only guards against the hang.
+func TestClientsGetByListenerConcurrentWithDelete(t *testing.T) {
+	cls := NewClients()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20000; i++ {
+			cls.Add(&Client{ID: "c", Net: ClientConnection{Listener: "tcp"}})
+			cls.Delete("c")
+		}
+	}()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for i := 0; i < 20000; i++ {
+			_ = cls.GetByListener("tcp")
+		}
+		<-done
+	}()
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("GetByListener and Delete deadlocked")
+	}
+}

@@ -110,9 +110,8 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
-	i.RLock()
-	defer i.RUnlock()
-
+	// fork: GetAll takes the read lock itself; taking it here as well
+	// deadlocked behind a Set or Delete waiting between the two.
 	m := i.GetAll(true)
 	if len(m) > 0 {
 		return m[0], true

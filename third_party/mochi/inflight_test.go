@@ -7,6 +7,7 @@ package mqtt
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
 	"github.com/stretchr/testify/require"
@@ -196,4 +197,33 @@ func TestNextImmediate(t *testing.T) {
 
 	_, ok = cl.State.Inflight.NextImmediate()
 	require.False(t, ok)
+}
+
+// TestInflightNextImmediateConcurrentWithSet: NextImmediate took the read
+// lock and then GetAll took it again; a Set waiting between the two
+// deadlocked both (fork). Bounded loops; the deadline only guards against
+// the hang.
+func TestInflightNextImmediateConcurrentWithSet(t *testing.T) {
+	i := NewInflights()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; n < 20000; n++ {
+			i.Set(packets.Packet{PacketID: uint16(n%100 + 1), Expiry: -1})
+			i.Delete(uint16(n%100 + 1))
+		}
+	}()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for n := 0; n < 20000; n++ {
+			_, _ = i.NextImmediate()
+		}
+		<-done
+	}()
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("NextImmediate and Set deadlocked")
+	}
 }
