@@ -83,15 +83,25 @@ func roundTrip(t *testing.T, base Config) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	got := make(chan Message, 1)
+	// Each caller has a topic of its own (TestMQTT5AndMQTT3 runs three on
+	// one broker at once), and the handler never blocks: a handler stuck on
+	// a full channel would hang the client's Close.
+	topic := "tele/" + base.ClientID + "/x"
+	got := make(chan Message, 16)
 	subCfg := base
 	subCfg.ClientID += "-sub"
-	sub, err := Connect(ctx, subCfg, func(m Message) { got <- m })
+	sub, err := Connect(ctx, subCfg, func(m Message) {
+		select {
+		case got <- m:
+		default:
+			t.Errorf("unexpected message %+v", m)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	if err := sub.Subscribe(ctx, "tele/dev1/#"); err != nil {
+	if err := sub.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
 	pub, err := Connect(ctx, base, nil)
@@ -102,12 +112,12 @@ func roundTrip(t *testing.T, base Config) {
 	if pub.Protocol() != sub.Protocol() {
 		t.Fatalf("protocols differ: %s %s", pub.Protocol(), sub.Protocol())
 	}
-	if err := pub.Publish(ctx, Outgoing{Topic: "tele/dev1/x", Payload: []byte("hello"), QoS: 1}); err != nil {
+	if err := pub.Publish(ctx, Outgoing{Topic: topic, Payload: []byte("hello"), QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case m := <-got:
-		if m.Topic != "tele/dev1/x" || string(m.Payload) != "hello" {
+		if m.Topic != topic || string(m.Payload) != "hello" {
 			t.Fatalf("got %+v", m)
 		}
 	case <-ctx.Done():
