@@ -66,44 +66,15 @@ type backlogConn struct {
 }
 
 func (c *backlogConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	if c.failed != nil {
-		err := c.failed
-		c.mu.Unlock()
-		return 0, err
-	}
-	if c.draining {
-		if len(c.backlog)+len(b) > c.limit {
-			c.failed = errWriteBacklog
-			c.mu.Unlock()
-			c.stall()
-			return 0, errWriteBacklog
-		}
-		c.backlog = append(c.backlog, b...)
-		c.mu.Unlock()
-		return len(b), nil
-	}
-	c.mu.Unlock()
-
-	n, err := c.tryWrite(b)
-	if err != nil {
-		return n, err
-	}
-	if n == len(b) {
-		return n, nil
-	}
-	c.mu.Lock()
-	c.backlog = append(c.backlog[:0], b[n:]...)
-	c.draining = true
-	c.mu.Unlock()
-	go c.drain()
-	return len(b), nil
+	one := [1][]byte{b}
+	return c.WriteBuffers(one[:])
 }
 
 // WriteBuffers is Write for several buffers at once, written with one
 // writev: the mochi fork hands it a large PUBLISH as its header and its
 // payload, so the payload is never copied in user space unless the socket
 // leaves part of it for the backlog. It keeps no reference to bufs.
+// Write is WriteBuffers of one buffer.
 func (c *backlogConn) WriteBuffers(bufs [][]byte) (int, error) {
 	total := 0
 	for _, b := range bufs {
@@ -167,76 +138,57 @@ func (c *backlogConn) WriteBacklog() int {
 // through it so that an idle connection holds no read buffer.
 func (c *backlogConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
-// tryWrite writes what the socket takes now, without waiting.
-func (c *backlogConn) tryWrite(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
-			if m > 0 {
-				n += m
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = err
-				}
-				return true
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return n, err
-	}
-	return n, werr
-}
-
 // tryWritev writes what the socket takes now of bufs, in order, with one
 // writev and without waiting, and returns the bytes written. At most
 // maxIovecs buffers are tried; the caller backlogs whatever is left.
 func (c *backlogConn) tryWritev(bufs [][]byte) (int, error) {
-	var iov [maxIovecs]syscall.Iovec
-	k := 0
+	op := &writev{}
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
 		}
-		if k == maxIovecs {
+		if op.k == maxIovecs {
 			break
 		}
-		iov[k].Base = &b[0]
-		iov[k].SetLen(len(b))
-		k++
+		op.iov[op.k].Base = &b[0]
+		op.iov[op.k].SetLen(len(b))
+		op.k++
 	}
-	if k == 0 {
+	if op.k == 0 {
 		return 0, nil
 	}
-	var n int
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for {
-			//nolint:gosec // writev takes the iovec array's address; iov and the buffers it points to outlive the call
-			m, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(k))
-			switch errno {
-			case 0:
-				n = int(m)
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-			default:
-				werr = errno
-			}
-			return true
-		}
-	})
-	if err != nil {
-		return n, err
+	if err := c.rc.Write(op.do); err != nil {
+		return op.n, err
 	}
-	return n, werr
+	return op.n, op.err
+}
+
+// writev is one tryWritev: the iovecs and what the system call returned,
+// in one allocation.
+type writev struct {
+	iov [maxIovecs]syscall.Iovec
+	k   int
+	n   int
+	err error
+}
+
+// do is the syscall.RawConn.Write callback: one writev, retried on EINTR;
+// EAGAIN writes nothing and is no error (the caller backlogs the rest).
+func (op *writev) do(fd uintptr) bool {
+	for {
+		//nolint:gosec // writev takes the iovec array's address; op and the buffers it points to outlive the call
+		m, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&op.iov[0])), uintptr(op.k))
+		switch errno {
+		case 0:
+			op.n = int(m)
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+		default:
+			op.err = errno
+		}
+		return true
+	}
 }
 
 // maxIovecs is the most buffers one tryWritev passes to writev.

@@ -125,3 +125,18 @@ func TestWriteBuffersBeyondLimitFailsTheConnection(t *testing.T) {
 		t.Fatal("a write after the failure succeeded")
 	}
 }
+
+// TestWriteAllocations: a write to a keeping-up socket is on every
+// client's hot path; it allocates the writev and the callback the raw
+// connection needs, nothing per buffer.
+func TestWriteAllocations(t *testing.T) {
+	c, peer := backlogPair(t, 64<<20)
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	b := make([]byte, 100)
+	if a := testing.AllocsPerRun(1000, func() { _, _ = c.Write(b) }); a > 2 {
+		t.Fatalf("%v allocations per Write, want at most 2", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() { _, _ = c.WriteBuffers([][]byte{b[:10], b}) }); a > 2 {
+		t.Fatalf("%v allocations per WriteBuffers, want at most 2", a)
+	}
+}
