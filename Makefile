@@ -35,7 +35,7 @@ test-deps: ## Install what the tests need (redis-server, mosquitto clients, snmp
 test: test-deps ## Run every test with the race detector (real redis-server, mosquitto clients).
 	$(GO) test $(TEST_FLAGS) ./...
 	# What the race detector hides: goroutine stack sizes.
-	$(GO) test -count=1 -run 'TestPingedIdleConnectionsKeepSmallStacks' ./broker
+	$(GO) test -count=1 -run 'TestIdleConnectionsHoldNoGoroutineStack' ./broker
 
 BENCH_FLAGS ?= -runs 3
 .PHONY: bench

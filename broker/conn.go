@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
@@ -13,6 +14,16 @@ import (
 // DefaultMaxPendingBytes bounds the bytes a client may leave unread beyond
 // what its socket buffers hold before it is disconnected as stalled.
 const DefaultMaxPendingBytes = 1 << 20
+
+// parkIdleAfter is how long a plain TCP connection waits for input before
+// its read loop gives up its goroutine (the mochi fork's parking): an idle
+// device then costs no goroutine stack, only its state on the heap, and
+// its socket is watched by one epoll instance for all of them. A device
+// that speaks at least once a second never parks, so busy connections pay
+// nothing; a parked one pays an epoll_ctl and a goroutine start when it
+// next speaks. TLS and WebSocket connections do not park: their reads go
+// through buffered layers that cannot be watched from the socket.
+const parkIdleAfter = time.Second
 
 // errWriteBacklog is the cause given to a connection closed because its
 // write backlog exceeded Limits.MaxPendingBytes.

@@ -3,5 +3,5 @@
 package broker_test
 
 // raceDetector: the race detector doubles every goroutine's stack, which
-// hides what TestPingedIdleConnectionsKeepSmallStacks measures.
+// hides what TestIdleConnectionsHoldNoGoroutineStack measures.
 const raceDetector = true

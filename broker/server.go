@@ -130,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:                 slog.New(quieter{Handler: log.With("lib", "mochi").Handler(), quota: &sampler{}}),
 		InlineClient:           true,
 		SysTopicResendInterval: 0,
+		ParkIdleAfter:          parkIdleAfter,
 	})
 	s := &Server{cfg: cfg, log: log, mochi: m, addrs: map[string]net.Addr{}, tails: newTails()}
 	s.metrics = newMetrics(m)
@@ -192,7 +193,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		bound = append(bound, ln)
 		s.addrs["tcp"] = ln.Addr()
-		if err := s.mochi.AddListener(s.tails.track(listeners.NewNet("tcp", ln))); err != nil {
+		if err := s.mochi.AddListener(s.track(listeners.NewNet("tcp", ln))); err != nil {
 			return fail(err)
 		}
 	}
@@ -203,7 +204,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		bound = append(bound, ln)
 		s.addrs["tls"] = ln.Addr()
-		if err := s.mochi.AddListener(s.tails.track(listeners.NewNet("tls", tls.NewListener(ln, s.cfg.TLS)))); err != nil {
+		if err := s.mochi.AddListener(s.track(listeners.NewNet("tls", tls.NewListener(ln, s.cfg.TLS)))); err != nil {
 			return fail(err)
 		}
 	}
@@ -217,7 +218,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if s.cfg.WSTLS {
 			ln = tls.NewListener(ln, s.cfg.TLS)
 		}
-		if err := s.mochi.AddListener(s.tails.track(newWSListener("ws", ln))); err != nil {
+		if err := s.mochi.AddListener(s.track(newWSListener("ws", ln))); err != nil {
 			return fail(err)
 		}
 	}

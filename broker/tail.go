@@ -54,20 +54,28 @@ func newTails() *tails {
 }
 
 // track wraps a listener so that the end of each connection's handling is
-// known.
-func (t *tails) track(l listeners.Listener) listeners.Listener {
-	return &trackedListener{Listener: l, t: t}
+// known. Connections are handed to mochi with EstablishConnectionThen, so
+// that an idle one can give up its goroutine (parkIdleAfter); mochi's own
+// establish function, which waits for the end, is not used.
+func (s *Server) track(l listeners.Listener) listeners.Listener {
+	return &trackedListener{Listener: l, t: s.tails, m: s.mochi}
 }
 
 type trackedListener struct {
 	listeners.Listener
 	t *tails
+	m *mqtt.Server
 }
 
-func (l *trackedListener) Serve(establish listeners.EstablishFn) {
+func (l *trackedListener) Serve(listeners.EstablishFn) {
 	l.Listener.Serve(func(id string, c net.Conn) error {
-		defer l.t.finished(c)
-		return establish(id, c)
+		l.m.EstablishConnectionThen(id, c, func(err error) {
+			l.t.finished(c)
+			if err != nil {
+				l.m.Log.Warn("connection ended", "error", err) // what mochi's listener logged
+			}
+		})
+		return nil
 	})
 }
 

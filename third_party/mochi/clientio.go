@@ -23,8 +23,11 @@ package mqtt
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"math"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,7 +101,32 @@ type connReader struct {
 	// idle is set when a fill waited at least idleSpell for the socket:
 	// the next packet ends an idle spell (Client.Read).
 	idle bool
+	// kaDeadline is when the client's keepalive runs out (zero: never),
+	// as last refreshed on the read loop.
+	kaDeadline time.Time
+
+	// Parking (park_linux.go): set only on a connection that may park.
+	parker  *parker
+	resume  func()       // continues the read loop on a new goroutine
+	state   atomic.Int32 // running or parked
+	token   uint64       // the socket's epoll user data; 0 until first parked
+	timer   *time.Timer  // wakes a parked connection when its keepalive runs out
+	resumed bool         // the read loop was just resumed: keep the keepalive deadline
+	// waitStart is when the current wait for a packet began; lastWait is
+	// how long the last one took: it sets how soon the next wait parks.
+	waitStart time.Time
+	lastWait  time.Duration
 }
+
+// connReader states: whether the read loop has a goroutine.
+const (
+	running int32 = iota
+	parked
+)
+
+// errParked is returned by the read loop when it gave up its goroutine:
+// the connection goes on without the caller.
+var errParked = errors.New("connection parked")
 
 // idleSpell is how long a connection must have waited for input before
 // its next packet is handled on a goroutine of its own
@@ -180,7 +208,7 @@ func (r *connReader) Buffered() int { return r.w - r.r }
 func (r *connReader) flushHeld() {
 	if b := r.cl.Net.batch; b != nil {
 		b.flush()
-		r.cl.refreshDeadline(r.cl.State.Keepalive)
+		r.kaDeadline = r.cl.refreshDeadline(r.cl.State.Keepalive)
 	}
 }
 
@@ -204,6 +232,11 @@ func (r *connReader) fill() error {
 		}
 		return io.ErrNoProgress
 	}
+	return r.readRaw()
+}
+
+// readRaw reads into the empty buffer through the raw connection.
+func (r *connReader) readRaw() error {
 	if r.buf != nil {
 		r.putBuf(r.buf)
 		r.buf = nil
@@ -242,6 +275,100 @@ func (r *connReader) fill() error {
 		return err
 	}
 	return rerr
+}
+
+// await waits for the first byte of the next packet, the read loop having
+// consumed all it had: fill, except that a connection that may park gives
+// up its goroutine (errParked) after Options.ParkIdleAfter without input.
+func (r *connReader) await() error {
+	if r.parker == nil {
+		return r.fill()
+	}
+	now := time.Now()
+	if r.resumed {
+		// Woken from a park: the keepalive deadline stands (a wake by the
+		// keepalive timer must end the connection, not extend it), and so
+		// does the start of the wait.
+		r.resumed = false
+	} else {
+		r.flushHeld()
+		r.waitStart = now
+	}
+	r.r, r.w = 0, 0
+	rd := r.kaDeadline
+	if parkAt := now.Add(r.parkGrace()); rd.IsZero() || parkAt.Before(rd) {
+		rd = parkAt
+	}
+	if err := r.cl.Net.Conn.SetReadDeadline(rd); err != nil {
+		return err
+	}
+	err := r.readRaw()
+	if err == nil {
+		r.lastWait = time.Since(r.waitStart)
+		return nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) && (r.kaDeadline.IsZero() || time.Now().Before(r.kaDeadline)) {
+		return r.park()
+	}
+	return err
+}
+
+// parkGrace is how long await waits before it parks: twice the
+// connection's last wait for input, at least a tenth of
+// Options.ParkIdleAfter and at most all of it. A device whose packets come
+// at a steady pace never parks between them (a park and a wake cost far
+// more CPU than a parked goroutine's wait: about 45 µs here), while one
+// that has said nothing since it connected, the usual state after a
+// reconnect storm, parks after a tenth, so the storm never holds many
+// goroutine stacks at once.
+func (r *connReader) parkGrace() time.Duration {
+	most := r.cl.ops.options.ParkIdleAfter
+	return min(max(2*r.lastWait, most/10), most)
+}
+
+// park hands the connection to the parker and returns errParked: its
+// goroutine ends, and the parker starts another to continue the read loop
+// (r.resume) when the socket is readable or closed, or when the keepalive
+// runs out; Client.Stop wakes it too. An idle connection thus holds no
+// goroutine and no stack, only its state on the heap and the socket's
+// registration in the parker's epoll instance.
+func (r *connReader) park() error {
+	first := r.token == 0
+	if first {
+		r.token = r.parker.add(r)
+		r.timer = time.AfterFunc(time.Duration(math.MaxInt64), r.wake)
+	}
+	ka := r.kaDeadline
+	r.resumed = true
+	r.idle = false // the goroutine that resumes it is a fresh one already
+	r.parker.n.Add(1)
+	r.state.Store(parked)
+	// From here on this goroutine must not touch r or r.cl: any of the
+	// wakes may already be continuing the read loop on another.
+	if !ka.IsZero() {
+		r.timer.Reset(time.Until(ka))
+	}
+	if err := r.parker.arm(r.rc, r.token, first); err != nil {
+		r.wake() // the socket cannot be watched (closed?): carry on reading
+	}
+	return errParked
+}
+
+// wake continues a parked connection's read loop on a new goroutine; it
+// does nothing to a connection that is not parked.
+func (r *connReader) wake() {
+	if r.state.CompareAndSwap(parked, running) {
+		r.parker.n.Add(-1)
+		go r.resume()
+	}
+}
+
+// ended releases the parking state of a connection that has ended.
+func (r *connReader) ended() {
+	if r.token != 0 {
+		r.parker.forget(r.token)
+		r.timer.Stop()
+	}
 }
 
 // reply writes pk to cl from cl's own read loop: held while the loop has

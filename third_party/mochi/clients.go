@@ -108,6 +108,7 @@ type Client struct {
 	ID           string           // the client id.
 	ops          *ops             // ops provides a reference to server ops.
 	sync.RWMutex                  // mutex
+	counted      bool             // fork: added to Info.ClientsConnected (attachClient)
 }
 
 // ClientConnection contains the connection transport and metadata for the client.
@@ -276,7 +277,8 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 }
 
 // refreshDeadline refreshes the read/write deadline for the net.Conn connection.
-func (cl *Client) refreshDeadline(keepalive uint16) {
+// fork: it returns the deadline it set.
+func (cl *Client) refreshDeadline(keepalive uint16) time.Time {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {
 		expiry = time.Now().Add(time.Duration(keepalive+(keepalive/2)) * time.Second) // [MQTT-3.1.2-22]
@@ -285,6 +287,7 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 	if cl.Net.Conn != nil {
 		_ = cl.Net.Conn.SetDeadline(expiry) // [MQTT-3.1.2-22]
 	}
+	return expiry
 }
 
 // NextPacketID returns the next available (unused) packet id for the client.
@@ -383,9 +386,13 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 	// fork: hold this loop's writes while it has input buffered
 	// (connReader writes them before the next socket read, and refreshes
 	// the keepalive deadline there, once per read instead of per packet).
-	b := new(writeBatch)
-	cl.Net.batch = b
-	defer b.flush()
+	// A parked read loop (connReader.park) returns errParked and is
+	// continued by a later call; nothing is held then.
+	b := cl.Net.batch
+	if b == nil {
+		b = new(writeBatch)
+		cl.Net.batch = b
+	}
 
 	// fork: this frame and the ones under it are what an idle connection's
 	// goroutine keeps; the packet lives in handlePacket's frame, so that
@@ -393,11 +400,22 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 	var fh packets.FixedHeader
 	for {
 		if cl.Closed() {
+			b.flush()
 			return nil
+		}
+
+		if r := cl.Net.bconn; r != nil && r.Buffered() == 0 {
+			if err := r.await(); err != nil {
+				if err != errParked { //nolint:errorlint // our own sentinel, never wrapped
+					b.flush()
+				}
+				return err
+			}
 		}
 
 		fh = packets.FixedHeader{}
 		if err := cl.ReadFixedHeader(&fh); err != nil {
+			b.flush()
 			return err
 		}
 
@@ -409,6 +427,7 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			err = cl.handlePacket(&fh, packetHandler)
 		}
 		if err != nil {
+			b.flush()
 			return err
 		}
 	}
@@ -452,6 +471,9 @@ func (cl *Client) Stop(err error) {
 				_ = cl.flushWrites() // fork: what was held goes out first; does not block
 			}
 			_ = cl.Net.Conn.Close() // omit close error
+		}
+		if r := cl.Net.bconn; r != nil && r.parker != nil {
+			r.wake() // fork: a parked read loop sees the close and ends
 		}
 
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -129,6 +130,12 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// ParkIdleAfter, if above zero, is how long a connection established
+	// with EstablishConnectionThen waits for input before its read loop
+	// gives up its goroutine, on Linux and for sockets only (fork; see
+	// connReader.park). Zero keeps a goroutine per connection, as upstream.
+	ParkIdleAfter time.Duration `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -144,6 +151,9 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	parkerMu     sync.Mutex           // fork: guards parker, parkerFailed
+	parker       *parker              // fork: watches parked connections (EstablishConnectionThen)
+	parkerFailed bool                 // fork: parker could not start (logged once)
 }
 
 // loop contains interval tickers for the system events loop.
@@ -391,19 +401,71 @@ func (s *Server) eventLoop() {
 // EstablishConnection establishes a new client when a listener accepts a new connection.
 func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 	cl := s.NewClient(c, listener, "", false)
-	return s.attachClient(cl, listener)
+	return s.attachClient(cl, listener, nil)
+}
+
+// EstablishConnectionThen is EstablishConnection for a caller that need not
+// wait for the connection to end (fork). If Options.ParkIdleAfter is set
+// and c is a socket it can watch, the connection's read loop gives up its
+// goroutine when idle (connReader.park) and the call may return before the
+// connection ends. Either way done is called once, with what
+// EstablishConnection would have returned, when mochi is done with c.
+func (s *Server) EstablishConnectionThen(listener string, c net.Conn, done func(error)) {
+	cl := s.NewClient(c, listener, "", false)
+	if r := cl.Net.bconn; r != nil && r.rc != nil && s.Options.ParkIdleAfter > 0 {
+		if p := s.getParker(); p != nil {
+			r.parker = p
+			r.resume = func() { s.readClient(cl, done) }
+		}
+	}
+	if err := s.attachClient(cl, listener, done); !errors.Is(err, errParked) {
+		done(err)
+	}
+}
+
+// getParkerIfStarted returns the parker if it runs.
+func (s *Server) getParkerIfStarted() *parker {
+	s.parkerMu.Lock()
+	defer s.parkerMu.Unlock()
+	return s.parker
+}
+
+// getParker returns the server's parker, starting it on first use; nil if
+// idle connections cannot be parked here.
+func (s *Server) getParker() *parker {
+	s.parkerMu.Lock()
+	defer s.parkerMu.Unlock()
+	if s.parker == nil && !s.parkerFailed {
+		p, err := newParker()
+		if err != nil {
+			s.Log.Warn("idle connections will not be parked", "error", err)
+			s.parkerFailed = true
+			return nil
+		}
+		s.parker = p
+	}
+	return s.parker
+}
+
+// ParkedClients returns how many connections are parked now: idle, with
+// no goroutine of their own (fork; see EstablishConnectionThen).
+func (s *Server) ParkedClients() int64 {
+	if p := s.getParkerIfStarted(); p != nil {
+		return p.n.Load()
+	}
+	return 0
 }
 
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
-func (s *Server) attachClient(cl *Client, listener string) error {
-	defer s.Listeners.ClientsWg.Done()
+// fork: it returns errParked if the read loop parked (then done is
+// called when the connection ends, see EstablishConnectionThen).
+func (s *Server) attachClient(cl *Client, listener string, done func(error)) error {
 	s.Listeners.ClientsWg.Add(1)
 
 	if cl.Net.backlog == nil {
 		go cl.WriteLoop() // fork: only where writes may block (clientio.go)
 	}
-	defer cl.Stop(nil)
 
 	// fork: the handshake (CONNECT, authentication, session, CONNACK) runs
 	// on a goroutine of its own. Its stack grows deep and would otherwise
@@ -413,20 +475,40 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		counted bool
 		err     error
 	}
-	done := make(chan result, 1)
+	hs := make(chan result, 1)
 	go func() {
 		counted, err := s.handshake(cl, listener)
-		done <- result{counted, err}
+		hs <- result{counted, err}
 	}()
-	r := <-done
-	if r.counted {
-		defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
-	}
+	r := <-hs
+	cl.counted = r.counted
 	if r.err != nil {
+		s.releaseClient(cl)
 		return r.err
 	}
+	return s.readClient(cl, nil)
+}
 
+// readClient runs cl's read loop and, when the connection ends, what
+// follows. It returns errParked when the loop parked: a later call
+// continues it, with done, the callback of EstablishConnectionThen, to
+// call at the end instead of returning.
+func (s *Server) readClient(cl *Client, done func(error)) error {
 	err := cl.Read(s.receivePacket)
+	if errors.Is(err, errParked) {
+		return err
+	}
+	err = s.endClient(cl, err)
+	if done != nil {
+		done(err)
+	}
+	return err
+}
+
+// endClient is what follows the end of cl's read loop (upstream: the rest
+// of attachClient).
+func (s *Server) endClient(cl *Client, err error) error {
+	listener := cl.Net.Listener
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -444,7 +526,21 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
 
+	s.releaseClient(cl)
 	return err
+}
+
+// releaseClient is the end of every connection attachClient took: upstream's
+// deferred calls, in their order.
+func (s *Server) releaseClient(cl *Client) {
+	if cl.counted {
+		atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	}
+	cl.Stop(nil)
+	if r := cl.Net.bconn; r != nil && r.parker != nil {
+		r.ended()
+	}
+	s.Listeners.ClientsWg.Done()
 }
 
 // handshake reads and answers a client's CONNECT: validation,
@@ -1552,6 +1648,9 @@ func (s *Server) Close() error {
 	close(s.done)
 	s.Log.Info("gracefully stopping server")
 	s.Listeners.CloseAll(s.closeListenerClients)
+	if p := s.getParkerIfStarted(); p != nil { // fork: every connection has ended (CloseAll waited)
+		_ = p.close()
+	}
 	s.hooks.OnStopped()
 	s.hooks.Stop()
 
