@@ -64,6 +64,23 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// Select returns the clients for which keep is true (fork). keep runs
+// under the clients' read lock and must not call back into Clients. The
+// server's once-a-second expiry sweeps use it: GetAll copied every client
+// into a new map for each sweep, garbage in proportion to the number of
+// connections, twice a second, for the few clients a sweep acts on.
+func (cl *Clients) Select(keep func(*Client) bool) []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var out []*Client
+	for _, c := range cl.internal {
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()

@@ -3950,3 +3950,26 @@ func waitWritten(cl *Client) {
 		}
 	}
 }
+
+// TestServerExpirySweepsAllocateNothingForIdleClients (fork): the
+// once-a-second sweeps over clients and retained messages used to copy
+// them all into new maps, garbage in proportion to the connections held.
+// With nothing to expire they allocate nothing now.
+func TestServerExpirySweepsAllocateNothingForIdleClients(t *testing.T) {
+	s := New(nil)
+	defer s.Close()
+	for i := range 2000 {
+		cl, _, _ := newTestClient()
+		cl.ID = "idle" + strconv.Itoa(i)
+		s.Clients.Add(cl)
+		s.Topics.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+			TopicName: "r/" + strconv.Itoa(i), Payload: []byte("x"), Created: time.Now().Unix()})
+	}
+	now := time.Now().Unix()
+	allocs := testing.AllocsPerRun(10, func() {
+		s.clearExpiredClients(now)
+		s.clearExpiredInflights(now)
+		s.clearExpiredRetainedMessages(now)
+	})
+	require.Zero(t, allocs)
+}

@@ -93,6 +93,21 @@ func (p *Packets) GetAll() map[string]Packet {
 	return m
 }
 
+// Select returns the keys of the packets for which keep is true (fork).
+// keep runs under the read lock and must not call back into p. Unlike
+// GetAll it copies nothing it does not return.
+func (p *Packets) Select(keep func(Packet) bool) []string {
+	p.RLock()
+	defer p.RUnlock()
+	var out []string
+	for k, pk := range p.internal {
+		if keep(pk) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // Get returns a specific packet in the map by packet id.
 func (p *Packets) Get(id string) (val Packet, ok bool) {
 	p.RLock()
