@@ -34,8 +34,8 @@ test-deps: ## Install what the tests need (redis-server, mosquitto clients, snmp
 .PHONY: test
 test: test-deps ## Run every test with the race detector (real redis-server, mosquitto clients).
 	$(GO) test $(TEST_FLAGS) ./...
-	# What the race detector hides: goroutine stack sizes.
-	$(GO) test -count=1 -run 'TestIdleConnectionsHoldNoGoroutineStack' ./broker
+	# What the race detector hides: goroutine stack sizes and allocations.
+	$(GO) test -count=1 -run 'TestIdleConnectionsHoldNoGoroutineStack|TestServerExpirySweepsAllocateNothingForIdleClients' ./broker ./third_party/mochi
 
 BENCH_FLAGS ?= -runs 3
 .PHONY: bench
