@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 
 	mqtt "github.com/lastmile-dm/lastmile/third_party/mochi"
@@ -15,15 +14,14 @@ import (
 // what its socket buffers hold before it is disconnected as stalled.
 const DefaultMaxPendingBytes = 1 << 20
 
-// parkIdleAfter is how long a plain TCP connection waits for input before
-// its read loop gives up its goroutine (the mochi fork's parking): an idle
-// device then costs no goroutine stack, only its state on the heap, and
-// its socket is watched by one epoll instance for all of them. A device
-// that speaks at least once a second never parks, so busy connections pay
-// nothing; a parked one pays an epoll_ctl and a goroutine start when it
-// next speaks. TLS and WebSocket connections do not park: their reads go
-// through buffered layers that cannot be watched from the socket.
-const parkIdleAfter = time.Second
+// parkIdle has plain TCP connections park whenever they have consumed
+// their input (the mochi fork's event loops): an idle device costs no
+// goroutine, no stack and no read buffer, only its state on the heap and
+// its socket's registration in an epoll instance, and a device that speaks
+// is served by an event loop goroutine without a goroutine wake-up of its
+// own. TLS and WebSocket connections do not park: their reads go through
+// buffered layers that cannot be watched from the socket.
+const parkIdle = true
 
 // errWriteBacklog is the cause given to a connection closed because its
 // write backlog exceeded Limits.MaxPendingBytes.

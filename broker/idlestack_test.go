@@ -10,13 +10,14 @@ import (
 	"time"
 )
 
-// TestIdleConnectionsHoldNoGoroutineStack: an idle plain-TCP connection
-// parks (the mochi fork's parking): its read loop gives up its goroutine,
-// so a fleet of idle devices costs no goroutine stacks — before their
-// first ping and after it, when handling the ping has grown a stack to
-// about 16 KiB (mochi passes its 800-byte Packet by value through every
-// layer). Without parking it measures about 4 KiB per connection before
-// the ping and 8 KiB after (16 halved by the collection stackInuse runs).
+// TestIdleConnectionsHoldNoGoroutineStack: a plain-TCP connection with no
+// input parks (the mochi fork's event loops): it has no goroutine, so a
+// fleet of idle devices costs no goroutine stacks — before their first
+// ping and after it, which an event loop's goroutine handled (handling a
+// packet grows a stack to about 16 KiB: mochi passes its 800-byte Packet
+// by value through every layer). With a goroutine per connection it
+// measures about 4 KiB per connection before the ping and 8 KiB after (16
+// halved by the collection stackInuse runs).
 // Not parallel: it reads the process's goroutine count and stack memory;
 // the devices are raw sockets, so that they add no goroutines of their
 // own. Under the race detector only the goroutines are checked; `make test`

@@ -130,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:                 slog.New(quieter{Handler: log.With("lib", "mochi").Handler(), quota: &sampler{}}),
 		InlineClient:           true,
 		SysTopicResendInterval: 0,
-		ParkIdleAfter:          parkIdleAfter,
+		ParkIdle:               parkIdle,
 	})
 	s := &Server{cfg: cfg, log: log, mochi: m, addrs: map[string]net.Addr{}, tails: newTails()}
 	s.metrics = newMetrics(m)

@@ -379,8 +379,9 @@ func (h *sessionHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	b, err := json.Marshal(messageRecord(cl, pk, storage.InflightKey, key))
 	if err == nil {
 		// Write out what this publisher's read loop holds (acknowledgements
-		// and deliveries of its earlier packets) before waiting for the disk.
-		cl.FlushWrites()
+		// and deliveries of its earlier packets) and free the event loop
+		// serving it, if any, before waiting for the disk.
+		cl.WillBlock()
 		err = h.apply([]persist.Op{{Bucket: persist.BucketWAL, Key: key, Value: b}}, true)
 	}
 	if err != nil {

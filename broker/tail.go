@@ -55,7 +55,7 @@ func newTails() *tails {
 
 // track wraps a listener so that the end of each connection's handling is
 // known. Connections are handed to mochi with EstablishConnectionThen, so
-// that an idle one can give up its goroutine (parkIdleAfter); mochi's own
+// that an idle one can give up its goroutine (parkIdle); mochi's own
 // establish function, which waits for the end, is not used.
 func (s *Server) track(l listeners.Listener) listeners.Listener {
 	return &trackedListener{Listener: l, t: s.tails, m: s.mochi}

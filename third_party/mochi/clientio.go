@@ -92,6 +92,16 @@ func (b *writeBatch) flush() {
 // (syscall.Conn) it holds no buffer while waiting for input: the buffer
 // comes from a pool when the socket is readable and goes back when it is
 // drained, so an idle connection owns none.
+//
+// A connection that may park (EstablishConnectionThen, park_linux.go) has
+// no goroutine of its own while it waits: when its read loop has consumed
+// what the socket held, the connection parks, and an event loop of the
+// server's parker runs the read loop again, on the loop's goroutine, when
+// the socket is readable. A read loop that must wait in the middle of a
+// packet, or whose handling is about to block (Client.WillBlock), or that
+// ends, leaves the event loop first (leaveLoop): the loop goes on serving
+// the other connections on a new goroutine, and this one carries on
+// where it is, a goroutine of its own, until it parks again.
 type connReader struct {
 	cl   *Client
 	rc   syscall.RawConn // nil: read through Conn.Read into a buffer kept for good
@@ -101,21 +111,27 @@ type connReader struct {
 	// idle is set when a fill waited at least idleSpell for the socket:
 	// the next packet ends an idle spell (Client.Read).
 	idle bool
-	// kaDeadline is when the client's keepalive runs out (zero: never),
-	// as last refreshed on the read loop.
-	kaDeadline time.Time
 
-	// Parking (park_linux.go): set only on a connection that may park.
-	parker  *parker
-	resume  func()       // continues the read loop on a new goroutine
-	state   atomic.Int32 // running or parked
-	token   uint64       // the socket's epoll user data; 0 until first parked
-	timer   *time.Timer  // wakes a parked connection when its keepalive runs out
-	resumed bool         // the read loop was just resumed: keep the keepalive deadline
-	// waitStart is when the current wait for a packet began; lastWait is
-	// how long the last one took: it sets how soon the next wait parks.
-	waitStart time.Time
-	lastWait  time.Duration
+	// Parking (park_linux.go): parker is set only on a connection that
+	// may park, po once it has parked.
+	parker *parker
+	po     *poller
+	resume func()       // runs the read loop on the calling goroutine until it parks or the connection ends
+	state  atomic.Int32 // running or parked
+	token  uint64       // the socket's epoll user data; 0 until first parked
+	loop   *evloop      // the event loop running this read loop now; nil on a goroutine of its own
+	own    *writeBatch  // the read loop's batch off an event loop (on one, the loop's is used)
+	// ka is when the keepalive runs out, in Unix nanoseconds (0: never),
+	// refreshed by every read; timer wakes a parked connection then. The
+	// timer is reset only when it fires (onTimer), not on every read.
+	ka      atomic.Int64
+	timer   *time.Timer
+	kaFired atomic.Bool // the timer found ka passed: the read loop checks it
+	// lastN is what the last read returned; a read that filled the buffer
+	// may have left more in the socket. turn counts reads since the last
+	// park, so that one busy connection cannot keep an event loop to itself.
+	lastN int
+	turn  int
 }
 
 // connReader states: whether the read loop has a goroutine.
@@ -124,14 +140,20 @@ const (
 	parked
 )
 
-// errParked is returned by the read loop when it gave up its goroutine:
-// the connection goes on without the caller.
+// errParked is returned by the read loop when it parked: the connection
+// goes on without the goroutine that ran it.
 var errParked = errors.New("connection parked")
+
+// maxTurnReads is how many full buffers a parkable connection reads before
+// it parks and lets an event loop serve others; it is served again at once
+// (the socket is still readable), after them.
+const maxTurnReads = 8
 
 // idleSpell is how long a connection must have waited for input before
 // its next packet is handled on a goroutine of its own
 // (Client.handlePacketApart). Shorter waits are a busy connection's, which
-// would pay the extra goroutine on every packet.
+// would pay the extra goroutine on every packet. Parkable connections do
+// not wait on a goroutine, so this concerns the others (TLS, WebSocket).
 const idleSpell = time.Second
 
 var readBuffers sync.Pool // of *[]byte, of readBufferSize bytes
@@ -168,6 +190,14 @@ func (r *connReader) putBuf(b []byte) {
 	}
 }
 
+// releaseBuf returns the read buffer to the pool; the reader is drained.
+func (r *connReader) releaseBuf() {
+	if r.buf != nil {
+		r.putBuf(r.buf)
+		r.buf = nil
+	}
+}
+
 // ReadByte implements io.ByteReader.
 func (r *connReader) ReadByte() (byte, error) {
 	if r.r == r.w {
@@ -189,6 +219,11 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.r == r.w {
 		if len(p) >= r.size {
 			r.flushHeld()
+			if r.po != nil {
+				if err := r.mayWait(); err != nil {
+					return 0, err
+				}
+			}
 			return r.cl.Net.Conn.Read(p)
 		}
 		if err := r.fill(); err != nil {
@@ -204,15 +239,20 @@ func (r *connReader) Read(p []byte) (int, error) {
 func (r *connReader) Buffered() int { return r.w - r.r }
 
 // flushHeld writes out what the read loop holds and, on the read loop
-// (not during the handshake), refreshes the keepalive deadline.
+// (not during the handshake) of a connection that does not park,
+// refreshes the keepalive deadline (a parkable one keeps it in ka).
 func (r *connReader) flushHeld() {
 	if b := r.cl.Net.batch; b != nil {
 		b.flush()
-		r.kaDeadline = r.cl.refreshDeadline(r.cl.State.Keepalive)
+		if r.po == nil {
+			r.cl.refreshDeadline(r.cl.State.Keepalive)
+		}
 	}
 }
 
-// fill reads into the empty buffer, writing out held writes first.
+// fill reads into the empty buffer, writing out held writes first. It is
+// called in the middle of a packet, or, on a connection that does not
+// park, to wait for the next one.
 func (r *connReader) fill() error {
 	r.flushHeld()
 	r.r, r.w = 0, 0
@@ -232,15 +272,34 @@ func (r *connReader) fill() error {
 		}
 		return io.ErrNoProgress
 	}
+	if r.po != nil {
+		// The rest of a packet is usually there already; if not, this read
+		// loop is about to wait, which it must not do on an event loop.
+		if got, err := r.tryRead(); got || err != nil {
+			return err
+		}
+		if err := r.mayWait(); err != nil {
+			return err
+		}
+	}
 	return r.readRaw()
 }
 
-// readRaw reads into the empty buffer through the raw connection.
-func (r *connReader) readRaw() error {
-	if r.buf != nil {
-		r.putBuf(r.buf)
-		r.buf = nil
+// mayWait prepares a parkable connection's read loop for a read that
+// waits: off the event loop, with the keepalive as the read deadline.
+func (r *connReader) mayWait() error {
+	r.leaveLoop()
+	var dl time.Time
+	if ka := r.ka.Load(); ka != 0 {
+		dl = time.Unix(0, ka)
 	}
+	return r.cl.Net.Conn.SetReadDeadline(dl)
+}
+
+// readRaw reads into the empty buffer through the raw connection, waiting
+// for the socket if it has nothing.
+func (r *connReader) readRaw() error {
+	r.releaseBuf()
 	var rerr error
 	var waitedSince time.Time
 	err := r.rc.Read(func(fd uintptr) bool {
@@ -262,6 +321,7 @@ func (r *connReader) readRaw() error {
 				rerr = io.EOF
 			default:
 				r.buf, r.w = buf, n
+				r.read(n)
 				return true
 			}
 			r.putBuf(buf)
@@ -277,97 +337,208 @@ func (r *connReader) readRaw() error {
 	return rerr
 }
 
+// tryRead reads what the socket holds now into the empty buffer, without
+// waiting: got is false if it holds nothing.
+func (r *connReader) tryRead() (got bool, err error) {
+	buf := r.buf
+	if buf == nil {
+		buf = r.getBuf()
+	}
+	r.buf = nil
+	var rerr error
+	cerr := r.rc.Control(func(fd uintptr) {
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				r.buf, r.w = buf, n
+				r.read(n)
+				got = true
+				return
+			}
+			r.putBuf(buf)
+			return
+		}
+	})
+	if cerr != nil {
+		return false, cerr
+	}
+	return got, rerr
+}
+
+// read notes a read of n bytes: the keepalive starts again.
+func (r *connReader) read(n int) {
+	r.lastN = n
+	if r.po != nil {
+		if k := r.cl.State.Keepalive; k > 0 {
+			r.ka.Store(time.Now().Add(time.Duration(k+k/2) * time.Second).UnixNano()) // [MQTT-3.1.2-22]
+		}
+	}
+}
+
 // await waits for the first byte of the next packet, the read loop having
-// consumed all it had: fill, except that a connection that may park gives
-// up its goroutine (errParked) after Options.ParkIdleAfter without input.
+// consumed all it had: fill, except that a parkable connection parks
+// (errParked) when the socket has nothing for it.
 func (r *connReader) await() error {
 	if r.parker == nil {
 		return r.fill()
 	}
-	now := time.Now()
-	if r.resumed {
-		// Woken from a park: the keepalive deadline stands (a wake by the
-		// keepalive timer must end the connection, not extend it), and so
-		// does the start of the wait.
-		r.resumed = false
-	} else {
-		r.flushHeld()
-		r.waitStart = now
+	if r.loop == nil {
+		r.flushHeld() // on an event loop, the loop writes what it holds once it has served a round
 	}
 	r.r, r.w = 0, 0
-	rd := r.kaDeadline
-	if parkAt := now.Add(r.parkGrace()); rd.IsZero() || parkAt.Before(rd) {
-		rd = parkAt
+	if r.kaFired.Load() {
+		r.kaFired.Store(false)
+		if ka := r.ka.Load(); ka != 0 && time.Now().UnixNano() >= ka {
+			return &net.OpError{Op: "read", Net: "tcp", Addr: r.cl.Net.Conn.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		}
 	}
-	if err := r.cl.Net.Conn.SetReadDeadline(rd); err != nil {
-		return err
+	// A read that did not fill the buffer emptied the socket: anything
+	// that came since makes the parked socket readable at once, so there
+	// is no need to ask it now.
+	if r.lastN == len(r.buf) && r.turn < maxTurnReads {
+		r.turn++
+		got, err := r.tryRead()
+		if got || err != nil {
+			return err
+		}
 	}
-	err := r.readRaw()
-	if err == nil {
-		r.lastWait = time.Since(r.waitStart)
-		return nil
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) && (r.kaDeadline.IsZero() || time.Now().Before(r.kaDeadline)) {
-		return r.park()
-	}
-	return err
+	return r.park()
 }
 
-// parkGrace is how long await waits before it parks: twice the
-// connection's last wait for input, at least a tenth of
-// Options.ParkIdleAfter and at most all of it. A device whose packets come
-// at a steady pace never parks between them (a park and a wake cost far
-// more CPU than a parked goroutine's wait: about 45 µs here), while one
-// that has said nothing since it connected, the usual state after a
-// reconnect storm, parks after a tenth, so the storm never holds many
-// goroutine stacks at once.
-func (r *connReader) parkGrace() time.Duration {
-	most := r.cl.ops.options.ParkIdleAfter
-	return min(max(2*r.lastWait, most/10), most)
-}
-
-// park hands the connection to the parker and returns errParked: its
-// goroutine ends, and the parker starts another to continue the read loop
-// (r.resume) when the socket is readable or closed, or when the keepalive
-// runs out; Client.Stop wakes it too. An idle connection thus holds no
-// goroutine and no stack, only its state on the heap and the socket's
-// registration in the parker's epoll instance.
+// park hands the connection to the parker and returns errParked: the
+// goroutine that ran its read loop goes back to its event loop, or ends,
+// and an event loop runs the read loop again (r.resume) when the socket
+// is readable or closed. Client.Stop and the keepalive timer wake it too
+// (wake). A parked connection holds no goroutine, no stack and no buffer,
+// only its state on the heap and its registration in an epoll instance.
 func (r *connReader) park() error {
+	r.releaseBuf()
+	r.lastN, r.turn = 0, 0
+	r.r, r.w = 0, 0
 	first := r.token == 0
 	if first {
-		r.token = r.parker.add(r)
-		r.timer = time.AfterFunc(time.Duration(math.MaxInt64), r.wake)
+		// From now on the keepalive is ka and its timer, not a deadline on
+		// the socket: a socket deadline is refreshed with a timer operation
+		// on every read, and it would fail the writes of a quiet client.
+		if err := r.cl.Net.Conn.SetDeadline(time.Time{}); err != nil {
+			return err
+		}
+		r.po = r.parker.assign()
+		r.token = r.po.add(r)
+		if k := r.cl.State.Keepalive; k > 0 {
+			if r.ka.Load() == 0 {
+				r.ka.Store(time.Now().Add(time.Duration(k+k/2) * time.Second).UnixNano())
+			}
+			r.timer = time.AfterFunc(time.Duration(math.MaxInt64), r.onTimer)
+			r.timer.Reset(time.Until(time.Unix(0, r.ka.Load())))
+		}
 	}
-	ka := r.kaDeadline
-	r.resumed = true
-	r.idle = false // the goroutine that resumes it is a fresh one already
+	po, token := r.po, r.token
+	r.leaveBatch()
+	r.loop = nil
 	r.parker.n.Add(1)
 	r.state.Store(parked)
-	// From here on this goroutine must not touch r or r.cl: any of the
-	// wakes may already be continuing the read loop on another.
-	if !ka.IsZero() {
-		r.timer.Reset(time.Until(ka))
-	}
-	if err := r.parker.arm(r.rc, r.token, first); err != nil {
+	// From here on this goroutine must not touch r or r.cl: a wake may
+	// already be running the read loop on another.
+	if err := po.arm(r.rc, token, first); err != nil {
 		r.wake() // the socket cannot be watched (closed?): carry on reading
 	}
 	return errParked
 }
 
-// wake continues a parked connection's read loop on a new goroutine; it
-// does nothing to a connection that is not parked.
-func (r *connReader) wake() {
+// serveOn runs a parked connection's read loop on the event loop lp, the
+// socket being readable; it does nothing if the connection is not parked.
+func (r *connReader) serveOn(lp *evloop) {
 	if r.state.CompareAndSwap(parked, running) {
 		r.parker.n.Add(-1)
+		r.lastN = len(r.buf) // ask the socket: it is readable
+		r.loop = lp
+		if r.own == nil {
+			r.own = r.cl.Net.batch
+		}
+		r.cl.Net.batch = &lp.batch
+		r.resume()
+	}
+}
+
+// leaveBatch makes the read loop hold its writes in a batch of its own
+// again, not in its event loop's.
+func (r *connReader) leaveBatch() {
+	if r.own != nil {
+		r.cl.Net.batch = r.own
+	}
+}
+
+// wake runs a parked connection's read loop on a goroutine of its own; it
+// does nothing (false) if the connection is not parked.
+func (r *connReader) wake() bool {
+	if r.state.CompareAndSwap(parked, running) {
+		r.parker.n.Add(-1)
+		r.lastN = len(r.buf)
 		go r.resume()
+		return true
+	}
+	return false
+}
+
+// onTimer runs when the keepalive timer fires: at a keepalive deadline
+// that reads may have moved since it was set.
+func (r *connReader) onTimer() {
+	if d := time.Until(time.Unix(0, r.ka.Load())); d > 0 {
+		r.timer.Reset(d)
+		return
+	}
+	r.kaFired.Store(true)
+	if !r.wake() {
+		// Running: its read loop sees kaFired unless a read has moved the
+		// deadline meanwhile; look again in case it parks first.
+		r.timer.Reset(time.Second)
+	}
+}
+
+// leaveLoop moves the read loop off the event loop running it, if any:
+// the event loop goes on on a new goroutine, and the current goroutine is
+// this connection's until it parks or ends.
+func (r *connReader) leaveLoop() {
+	if lp := r.loop; lp != nil {
+		r.loop = nil
+		lp.batch.flush()
+		r.leaveBatch()
+		lp.handOver()
 	}
 }
 
 // ended releases the parking state of a connection that has ended.
 func (r *connReader) ended() {
 	if r.token != 0 {
-		r.parker.forget(r.token)
-		r.timer.Stop()
+		r.po.forget(r.token)
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+	}
+}
+
+// WillBlock prepares cl's read loop for a wait, e.g. a hook handling one of
+// cl's packets that syncs a disk write: what the loop holds (cl's replies
+// and the deliveries of what it published) is written out, and if an
+// event loop runs the read loop, the event loop goes on serving the other
+// connections without it. Call it only on cl's read loop, i.e. from a hook
+// handling a packet of cl's.
+func (cl *Client) WillBlock() {
+	if b := cl.Net.batch; b != nil {
+		b.flush()
+	}
+	_ = cl.flushWrites()
+	if r := cl.Net.bconn; r != nil {
+		r.leaveLoop()
 	}
 }
 
@@ -375,17 +546,6 @@ func (r *connReader) ended() {
 // more input buffered. Call it only on cl's read goroutine.
 func (cl *Client) reply(pk packets.Packet) error {
 	return cl.writePacket(pk, cl.Net.batch)
-}
-
-// FlushWrites writes out whatever cl's read loop is holding, for cl and for
-// the clients it delivered to. Call it only from cl's read goroutine (a hook
-// handling one of cl's packets), before that hook blocks for long, e.g. on
-// a disk sync.
-func (cl *Client) FlushWrites() {
-	if b := cl.Net.batch; b != nil {
-		b.flush()
-	}
-	_ = cl.flushWrites()
 }
 
 // flushWrites writes cl's buffered packets to its connection.

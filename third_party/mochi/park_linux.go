@@ -2,39 +2,115 @@
 
 package mqtt
 
-// lastmile fork: parking idle connections (see FORK.md, and connReader.park).
+// lastmile fork: parked connections and the event loops that serve them
+// (see FORK.md, and connReader.park).
+//
+//	  Go runtime netpoller (one epoll for every socket and file)
+//	      |  readable                   |  readable
+//	  poller 0 (epoll fd)   ...     poller N-1 (epoll fd)      N = GOMAXPROCS, at most 8
+//	      |  events, EPOLLONESHOT       |
+//	  loop goroutine                loop goroutine            one at a time per poller
+//	      |  runs the read loop of each readable connection,
+//	      |  which handles its packets, writes, and parks it again
+//	  connReader (parked: no goroutine, no stack, no buffer)
+//
+// The watchdog starts a new loop for a poller whose loop has been handling
+// one connection for longer than stallAfter (a hook blocking without
+// saying so, see Client.WillBlock); the stalled goroutine finishes that
+// connection and ends.
 
 import (
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
-// parker watches the sockets of parked connections — connections whose
-// read loop gave up its goroutine after Options.ParkIdleAfter without input —
-// with an epoll instance of its own, and starts a goroutine to resume a
-// connection's read loop when its socket becomes readable.
+// parker is the set of pollers that serve parked connections.
+type parker struct {
+	polls []*poller
+	next  atomic.Uint32 // round robin over polls for new connections
+	n     atomic.Int64  // connections parked now
+	wg    sync.WaitGroup
+
+	watching atomic.Bool   // the watchdog runs
+	closed   chan struct{} // stops the watchdog
+}
+
+// poller is one epoll instance with the loop that waits for its events.
 //
 // The epoll instance is itself watched by the Go runtime's network poller
-// (it is readable while it has events), so the parker holds no thread:
-// one goroutine, parked in the runtime like any socket read, serves every
-// parked connection. A socket is registered EPOLLONESHOT: it reports once,
-// then stays silent until it is parked again.
-type parker struct {
-	f  *os.File // the epoll instance, non-blocking, in the runtime's poller
+// (it is readable while it has events), so a loop waiting for it holds no
+// thread, only a parked goroutine, like any socket read. A socket is
+// registered EPOLLONESHOT: it reports once, then stays silent until its
+// connection parks again, so a connection is never served twice at once.
+type poller struct {
+	p  *parker
+	f  *os.File // the epoll instance, non-blocking
 	rc syscall.RawConn
 
 	mu      sync.Mutex
 	readers map[uint64]*connReader // by token, from a connection's first park to its end
 	next    uint64
-	done    chan struct{}
 
-	n atomic.Int64 // connections parked now
+	cur atomic.Pointer[evloop] // the loop that waits for this poller's events
 }
 
+// evloop is one goroutine serving a poller's events. Once replaced (it
+// handed over, or the watchdog found it stalled), it finishes the
+// connection it is serving and ends; its successor took the events it had
+// not served.
+type evloop struct {
+	po *poller
+	// batch holds the writes of the read loops the loop runs until it has
+	// served a round (or flushEvery connections): the deliveries of many
+	// publishers to one subscriber go out in one write.
+	batch writeBatch
+
+	mu       sync.Mutex
+	queue    []uint64 // tokens of readable connections; queue[head:] not served yet
+	head     int
+	waiting  bool  // in epoll_wait: nothing to hand over
+	began    int64 // when the connection being served was taken (nanotime)
+	replaced bool
+}
+
+// maxEvents is the most events one epoll_wait takes; flushEvery is how
+// many connections a loop serves at most before writing what it holds.
+const (
+	maxEvents  = 128
+	flushEvery = 32
+)
+
+// stallAfter is how long a loop may serve one connection before the
+// watchdog lets a new loop serve the others; watchEvery is how often it
+// looks, and it stops after watchIdle of finding every loop waiting.
+const (
+	stallAfter = 10 * time.Millisecond
+	watchEvery = 5 * time.Millisecond
+	watchIdle  = time.Second
+)
+
 func newParker() (*parker, error) {
+	p := &parker{closed: make(chan struct{})}
+	for range pollerCount() {
+		po, err := newPoller(p)
+		if err != nil {
+			_ = p.close()
+			return nil, err
+		}
+		p.polls = append(p.polls, po)
+	}
+	for _, po := range p.polls {
+		p.start(po, nil)
+	}
+	return p, nil
+}
+
+func newPoller(p *parker) (*poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -49,31 +125,48 @@ func newParker() (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{f: f, rc: rc, readers: map[uint64]*connReader{}, done: make(chan struct{})}
-	go p.run()
-	return p, nil
+	return &poller{p: p, f: f, rc: rc, readers: map[uint64]*connReader{}}, nil
+}
+
+// assign picks the poller for a connection parking for the first time.
+func (p *parker) assign() *poller {
+	return p.polls[int(p.next.Add(1))%len(p.polls)]
+}
+
+// start runs a new loop for po, serving queue first.
+func (p *parker) start(po *poller, queue []uint64) {
+	lp := &evloop{po: po, queue: queue}
+	po.cur.Store(lp)
+	p.wg.Add(1)
+	go lp.run()
 }
 
 // add gives r a token of its own for the epoll events of its socket.
-func (p *parker) add(r *connReader) uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	p.readers[p.next] = r
-	return p.next
+func (po *poller) add(r *connReader) uint64 {
+	po.mu.Lock()
+	defer po.mu.Unlock()
+	po.next++
+	po.readers[po.next] = r
+	return po.next
 }
 
 // forget drops a token: its connection has ended.
-func (p *parker) forget(token uint64) {
-	p.mu.Lock()
-	delete(p.readers, token)
-	p.mu.Unlock()
+func (po *poller) forget(token uint64) {
+	po.mu.Lock()
+	delete(po.readers, token)
+	po.mu.Unlock()
+}
+
+func (po *poller) reader(token uint64) *connReader {
+	po.mu.Lock()
+	defer po.mu.Unlock()
+	return po.readers[token]
 }
 
 // arm asks for one event when the socket under rc is readable, or closed
 // by the peer. first adds the socket, later calls re-arm it. If the
 // socket is readable already, the event comes at once.
-func (p *parker) arm(rc syscall.RawConn, token uint64, first bool) error {
+func (po *poller) arm(rc syscall.RawConn, token uint64, first bool) error {
 	ev := syscall.EpollEvent{
 		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
 		Fd:     int32(uint32(token)),       //nolint:gosec // the two halves of epoll's 64-bit user data
@@ -85,7 +178,7 @@ func (p *parker) arm(rc syscall.RawConn, token uint64, first bool) error {
 	}
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
-		err := p.rc.Control(func(epfd uintptr) {
+		err := po.rc.Control(func(epfd uintptr) {
 			cerr = syscall.EpollCtl(int(epfd), op, int(fd), &ev)
 		})
 		if err != nil {
@@ -101,43 +194,194 @@ func (p *parker) arm(rc syscall.RawConn, token uint64, first bool) error {
 	return nil
 }
 
-// run waits for events and wakes the connections they are for, until the
-// parker is closed.
-func (p *parker) run() {
-	defer close(p.done)
-	events := make([]syscall.EpollEvent, 128)
-	for {
-		var n int
-		var werr error
-		err := p.rc.Read(func(epfd uintptr) bool {
-			for {
-				n, werr = syscall.EpollWait(int(epfd), events, 0)
-				if werr == syscall.EINTR {
-					continue
-				}
-				return werr != nil || n > 0
+// wait blocks until the poller has events and appends their tokens to
+// tokens. It fails once the poller is closed.
+func (po *poller) wait(events []syscall.EpollEvent, tokens []uint64) ([]uint64, error) {
+	var n int
+	var werr error
+	err := po.rc.Read(func(epfd uintptr) bool {
+		for {
+			n, werr = syscall.EpollWait(int(epfd), events, 0)
+			if werr == syscall.EINTR {
+				continue
 			}
-		})
-		if err != nil || werr != nil {
-			return // closed
+			return werr != nil || n > 0
 		}
-		p.mu.Lock()
-		for i := range n {
-			token := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32 //nolint:gosec // see arm
-			if r := p.readers[token]; r != nil {
-				r.wake()
-			}
-		}
-		p.mu.Unlock()
+	})
+	if err != nil {
+		return tokens, err
 	}
+	if werr != nil {
+		return tokens, os.NewSyscallError("epoll_wait", werr)
+	}
+	for _, ev := range events[:n] {
+		tokens = append(tokens, uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32) //nolint:gosec // see arm
+	}
+	return tokens, nil
+}
+
+// run serves the poller's readable connections, one after the other, until
+// the loop is replaced or the poller closed.
+func (lp *evloop) run() {
+	po := lp.po
+	defer po.p.wg.Done()
+	defer lp.batch.flush()
+	events := make([]syscall.EpollEvent, maxEvents)
+	var tokens []uint64
+	served := 0
+	for {
+		token, ok := lp.take()
+		if !ok {
+			lp.batch.flush()
+			if lp.isReplaced() {
+				return
+			}
+			var err error
+			tokens, err = po.wait(events, tokens[:0])
+			if err != nil {
+				return // closed
+			}
+			if !lp.put(tokens) {
+				return
+			}
+			continue
+		}
+		if r := po.reader(token); r != nil {
+			po.p.watch()
+			r.serveOn(lp)
+			if served++; served%flushEvery == 0 {
+				lp.batch.flush()
+			}
+		}
+	}
+}
+
+// take gives the next connection to serve; false when there is none (the
+// loop then waits for events) or the loop was replaced.
+func (lp *evloop) take() (uint64, bool) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.replaced || lp.head == len(lp.queue) {
+		lp.waiting = !lp.replaced
+		lp.queue, lp.head = lp.queue[:0], 0
+		return 0, false
+	}
+	t := lp.queue[lp.head]
+	lp.head++
+	lp.began = nanotime()
+	return t, true
+}
+
+// put queues the tokens of an epoll_wait. A loop is never replaced while
+// it waits, so they are always its own.
+func (lp *evloop) put(tokens []uint64) bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.waiting = false
+	lp.queue = append(lp.queue, tokens...)
+	return !lp.replaced
+}
+
+func (lp *evloop) isReplaced() bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return lp.replaced
+}
+
+// handOver replaces lp by a new loop, which gets the connections lp has
+// not served yet; lp's goroutine is left to the connection it is serving.
+func (lp *evloop) handOver() {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.replaceLocked()
+}
+
+func (lp *evloop) replaceLocked() {
+	if lp.replaced {
+		return
+	}
+	lp.replaced = true
+	queue := append([]uint64(nil), lp.queue[lp.head:]...)
+	lp.queue, lp.head = nil, 0
+	lp.po.p.start(lp.po, queue)
+}
+
+// watch starts the watchdog unless it runs.
+func (p *parker) watch() {
+	if !p.watching.Load() && p.watching.CompareAndSwap(false, true) {
+		go p.watchdog()
+	}
+}
+
+// watchdog replaces loops that serve one connection for longer than
+// stallAfter, every watchEvery, until every loop has waited for watchIdle.
+func (p *parker) watchdog() {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	idleSince := time.Now()
+	for {
+		select {
+		case <-p.closed:
+			p.watching.Store(false)
+			return
+		case <-t.C:
+		}
+		if p.check() {
+			idleSince = time.Now()
+			continue
+		}
+		if time.Since(idleSince) < watchIdle {
+			continue
+		}
+		p.watching.Store(false)
+		if !p.check() || !p.watching.CompareAndSwap(false, true) {
+			return // idle; a loop that takes a connection from now on starts it again
+		}
+	}
+}
+
+// check replaces stalled loops and reports whether any loop was serving.
+func (p *parker) check() (busy bool) {
+	now := nanotime()
+	for _, po := range p.polls {
+		lp := po.cur.Load()
+		lp.mu.Lock()
+		if !lp.waiting && !lp.replaced {
+			busy = true
+			if lp.began != 0 && now-lp.began > int64(stallAfter) {
+				lp.replaceLocked()
+			}
+		}
+		lp.mu.Unlock()
+	}
+	return busy
 }
 
 // close stops the parker; call it once no connection is parked.
 func (p *parker) close() error {
-	err := p.f.Close()
-	<-p.done
-	if errors.Is(err, os.ErrClosed) {
-		return nil
+	close(p.closed)
+	var errs []error
+	for _, po := range p.polls {
+		if err := po.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return err
+	p.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(epoch)) }
+
+var epoch = time.Now()
+
+func pollerCount() int {
+	if v := os.Getenv("LM_POLLERS"); v != "" {
+		n := 0
+		for _, c := range v {
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	return min(runtime.GOMAXPROCS(0), 8)
 }

@@ -13,9 +13,15 @@ import (
 // parker is Linux-only (epoll); elsewhere connections never park.
 type parker struct{ n atomic.Int64 }
 
+type poller struct{}
+
+type evloop struct{}
+
 func newParker() (*parker, error) { return nil, errors.New("parking idle connections needs Linux") }
 
-func (p *parker) add(*connReader) uint64                  { return 0 }
-func (p *parker) forget(uint64)                           {}
-func (p *parker) arm(syscall.RawConn, uint64, bool) error { return errors.ErrUnsupported }
-func (p *parker) close() error                            { return nil }
+func (p *parker) assign() *poller                          { return nil }
+func (p *parker) close() error                             { return nil }
+func (po *poller) add(*connReader) uint64                  { return 0 }
+func (po *poller) forget(uint64)                           {}
+func (po *poller) arm(syscall.RawConn, uint64, bool) error { return errors.ErrUnsupported }
+func (lp *evloop) handOver()                               {}

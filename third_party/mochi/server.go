@@ -131,11 +131,12 @@ type Options struct {
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
 
-	// ParkIdleAfter, if above zero, is how long a connection established
-	// with EstablishConnectionThen waits for input before its read loop
-	// gives up its goroutine, on Linux and for sockets only (fork; see
-	// connReader.park). Zero keeps a goroutine per connection, as upstream.
-	ParkIdleAfter time.Duration `yaml:"-" json:"-"`
+	// ParkIdle makes a connection established with EstablishConnectionThen
+	// park whenever it has consumed its input, on Linux and for sockets
+	// only: it then holds no goroutine, and an event loop runs its read
+	// loop when the socket is readable (fork; see connReader.park and
+	// park_linux.go). False keeps a goroutine per connection, as upstream.
+	ParkIdle bool `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -405,14 +406,14 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 }
 
 // EstablishConnectionThen is EstablishConnection for a caller that need not
-// wait for the connection to end (fork). If Options.ParkIdleAfter is set
-// and c is a socket it can watch, the connection's read loop gives up its
-// goroutine when idle (connReader.park) and the call may return before the
-// connection ends. Either way done is called once, with what
-// EstablishConnection would have returned, when mochi is done with c.
+// wait for the connection to end (fork). If Options.ParkIdle is set and c
+// is a socket it can watch, the connection parks whenever it has no input
+// (connReader.park) and the call may return before the connection ends.
+// Either way done is called once, with what EstablishConnection would have
+// returned, when mochi is done with c.
 func (s *Server) EstablishConnectionThen(listener string, c net.Conn, done func(error)) {
 	cl := s.NewClient(c, listener, "", false)
-	if r := cl.Net.bconn; r != nil && r.rc != nil && s.Options.ParkIdleAfter > 0 {
+	if r := cl.Net.bconn; r != nil && r.rc != nil && s.Options.ParkIdle {
 		if p := s.getParker(); p != nil {
 			r.parker = p
 			r.resume = func() { s.readClient(cl, done) }
@@ -497,6 +498,9 @@ func (s *Server) readClient(cl *Client, done func(error)) error {
 	err := cl.Read(s.receivePacket)
 	if errors.Is(err, errParked) {
 		return err
+	}
+	if r := cl.Net.bconn; r != nil {
+		r.leaveLoop() // the end runs hooks that may block: not on an event loop
 	}
 	err = s.endClient(cl, err)
 	if done != nil {

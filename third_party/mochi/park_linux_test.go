@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT
+
+package mqtt
+
+// lastmile fork: the event loops that serve parked connections must never
+// let one connection hold up the others — not a hook that blocks, whether
+// or not it says so first (Client.WillBlock), nor a packet that arrives in
+// pieces.
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lastmile-dm/lastmile/third_party/mochi/packets"
+)
+
+// blockHook blocks the handling of a PUBLISH to "block" until release is
+// closed, calling WillBlock first if announce is set.
+type blockHook struct {
+	HookBase
+	announce bool
+	release  chan struct{}
+	entered  chan struct{}
+	once     sync.Once
+}
+
+func (h *blockHook) ID() string { return "block" }
+
+func (h *blockHook) Provides(b byte) bool { return b == OnPublish }
+
+func (h *blockHook) OnPublish(cl *Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == "block" {
+		if h.announce {
+			cl.WillBlock()
+		}
+		h.once.Do(func() { close(h.entered) })
+		<-h.release
+	}
+	return pk, nil
+}
+
+// newParkingServer starts a server whose connections park, accepting on
+// a loopback port, and returns that port's address.
+func newParkingServer(t *testing.T, hooks ...Hook) (*Server, string) {
+	t.Helper()
+	s := New(&Options{ParkIdle: true})
+	require.NoError(t, s.AddHook(new(AllowHook), nil))
+	for _, h := range hooks {
+		require.NoError(t, s.AddHook(h, nil))
+	}
+	require.NoError(t, s.Serve())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			s.EstablishConnectionThen("t1", c, func(error) { wg.Done() })
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		_ = s.Close()
+		wg.Wait()
+	})
+	return s, ln.Addr().String()
+}
+
+// dialMQTT connects an MQTT 3.1.1 client with the given ID and waits for
+// its CONNACK.
+func dialMQTT(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	body := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, byte(len(id))}
+	body = append(body, id...)
+	_, err = c.Write(append([]byte{0x10, byte(len(body))}, body...))
+	require.NoError(t, err)
+	ack := make([]byte, 4)
+	_, err = io.ReadFull(c, ack)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x20, 2, 0, 0}, ack, "CONNACK for "+id)
+	return c
+}
+
+// publishQoS1 encodes a QoS 1 PUBLISH with packet ID 1.
+func publishQoS1(topic, payload string) []byte {
+	body := []byte{0, byte(len(topic))}
+	body = append(body, topic...)
+	body = append(body, 0, 1)
+	body = append(body, payload...)
+	return append([]byte{0x32, byte(len(body))}, body...)
+}
+
+func expectPuback(t *testing.T, c net.Conn, who string) {
+	t.Helper()
+	ack := make([]byte, 4)
+	_, err := io.ReadFull(c, ack)
+	require.NoError(t, err, who)
+	require.Equal(t, []byte{0x40, 2, 0, 1}, ack, "PUBACK for "+who)
+}
+
+func waitParkedClients(t *testing.T, s *Server, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.ParkedClients() < n {
+		require.True(t, time.Now().Before(deadline), "waiting for %d parked connections, have %d", n, s.ParkedClients())
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// others are enough connections that some share the blocked one's poller,
+// whatever the number of pollers (connections are spread round robin).
+const others = 2*8 + 1
+
+func TestEventLoopServesOthersWhileAHookBlocks(t *testing.T) {
+	for _, announce := range []bool{true, false} {
+		t.Run("WillBlock="+strconv.FormatBool(announce), func(t *testing.T) {
+			t.Parallel()
+			h := &blockHook{announce: announce, release: make(chan struct{}), entered: make(chan struct{})}
+			s, addr := newParkingServer(t, h)
+			var release sync.Once
+			t.Cleanup(func() { release.Do(func() { close(h.release) }) }) // before the server's, if a check fails
+			blocked := dialMQTT(t, addr, "blocked")
+			conns := make([]net.Conn, others)
+			for i := range conns {
+				conns[i] = dialMQTT(t, addr, "c"+strconv.Itoa(i))
+			}
+			waitParkedClients(t, s, others+1)
+
+			_, err := blocked.Write(publishQoS1("block", "x"))
+			require.NoError(t, err)
+			<-h.entered
+			for i, c := range conns {
+				_, err := c.Write(publishQoS1("free", "y"))
+				require.NoError(t, err)
+				expectPuback(t, c, "c"+strconv.Itoa(i))
+			}
+			release.Do(func() { close(h.release) })
+			expectPuback(t, blocked, "blocked")
+		})
+	}
+}
+
+func TestEventLoopServesOthersWhileAPacketArrivesInPieces(t *testing.T) {
+	t.Parallel()
+	s, addr := newParkingServer(t)
+	slow := dialMQTT(t, addr, "slow")
+	conns := make([]net.Conn, others)
+	for i := range conns {
+		conns[i] = dialMQTT(t, addr, "c"+strconv.Itoa(i))
+	}
+	waitParkedClients(t, s, others+1)
+
+	// A 10 KiB PUBLISH, of which the first kilobyte comes now.
+	pk := publishQoS1Long("split", bytes.Repeat([]byte("z"), 10<<10))
+	_, err := slow.Write(pk[:1024])
+	require.NoError(t, err)
+	for i, c := range conns {
+		_, err := c.Write(publishQoS1("free", "y"))
+		require.NoError(t, err)
+		expectPuback(t, c, "c"+strconv.Itoa(i))
+	}
+	_, err = slow.Write(pk[1024:])
+	require.NoError(t, err)
+	expectPuback(t, slow, "slow")
+	waitParkedClients(t, s, others+1)
+}
+
+// publishQoS1Long is publishQoS1 for a payload of any size.
+func publishQoS1Long(topic string, payload []byte) []byte {
+	body := []byte{0, byte(len(topic))}
+	body = append(body, topic...)
+	body = append(body, 0, 1)
+	body = append(body, payload...)
+	b := []byte{0x32}
+	for n := len(body); ; { // the remaining length, a variable byte integer
+		d := byte(n % 128)
+		if n /= 128; n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			break
+		}
+	}
+	return append(b, body...)
+}
