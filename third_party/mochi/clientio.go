@@ -149,6 +149,11 @@ var errParked = errors.New("connection parked")
 // (the socket is still readable), after them.
 const maxTurnReads = 8
 
+// flushDirty is how many clients an event loop's batch may hold writes for
+// before a read loop it runs writes them out when it next waits for input:
+// a publisher whose messages fan out to many subscribers.
+const flushDirty = 64
+
 // idleSpell is how long a connection must have waited for input before
 // its next packet is handled on a goroutine of its own
 // (Client.handlePacketApart). Shorter waits are a busy connection's, which
@@ -390,8 +395,10 @@ func (r *connReader) await() error {
 	if r.parker == nil {
 		return r.fill()
 	}
-	if r.loop == nil {
-		r.flushHeld() // on an event loop, the loop writes what it holds once it has served a round
+	if r.loop == nil || len(r.loop.batch.dirty) >= flushDirty {
+		// On an event loop, the loop writes what it holds once it has
+		// served a round, unless a fan-out has made it hold much already.
+		r.flushHeld()
 	}
 	r.r, r.w = 0, 0
 	if r.kaFired.Load() {

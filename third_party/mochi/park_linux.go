@@ -96,7 +96,7 @@ const (
 
 func newParker() (*parker, error) {
 	p := &parker{closed: make(chan struct{})}
-	for range pollerCount() {
+	for range min(runtime.GOMAXPROCS(0), 8) {
 		po, err := newPoller(p)
 		if err != nil {
 			_ = p.close()
@@ -374,14 +374,3 @@ func (p *parker) close() error {
 func nanotime() int64 { return int64(time.Since(epoch)) }
 
 var epoch = time.Now()
-
-func pollerCount() int {
-	if v := os.Getenv("LM_POLLERS"); v != "" {
-		n := 0
-		for _, c := range v {
-			n = n*10 + int(c-'0')
-		}
-		return n
-	}
-	return min(runtime.GOMAXPROCS(0), 8)
-}
