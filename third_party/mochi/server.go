@@ -1060,11 +1060,22 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	cl.State.Inflight.DecreaseReceiveQuota()
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
-	if pk.FixedHeader.Qos == 2 {
-		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
+	if pk.FixedHeader.Qos == 1 {
+		// fork: upstream set the PUBACK inflight, with OnQosPublish, and
+		// deleted it again, with OnQosComplete, right after writing it: two
+		// map operations and two hook calls per message for nothing kept
+		// (lastmile's session hook stored and deleted a record for them).
+		if err := cl.reply(ack); err != nil {
+			return err
+		}
+		s.publishFrom(pk, cl.Net.batch)
+		s.hooks.OnPublished(cl, pk)
+		return nil
 	}
+
+	cl.State.Inflight.DecreaseReceiveQuota()
+	ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 
 	if ok := cl.State.Inflight.Set(ack); ok {
 		atomic.AddInt64(&s.Info.Inflight, 1)
@@ -1074,14 +1085,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	err = cl.reply(ack)
 	if err != nil {
 		return err
-	}
-
-	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
-		}
-		cl.State.Inflight.IncreaseReceiveQuota()
-		s.hooks.OnQosComplete(cl, ack)
 	}
 
 	s.publishFrom(pk, cl.Net.batch)
@@ -1127,12 +1130,18 @@ func (s *Server) publishFrom(pk packets.Packet, b *writeBatch) {
 	}
 
 	subscribers := s.Topics.SubscribersOf(pk.TopicName) // fork: cached, read-only
+	var pickBuf [maxSharedPicks]sharedPick
+	var picks []sharedPick
 	if len(subscribers.Shared) > 0 {
-		subscribers = s.hooks.OnSelectSubscribers(subscribers.Clone(), pk)
-		if len(subscribers.SharedSelected) == 0 {
-			subscribers.SelectShared()
+		if len(subscribers.Shared) <= maxSharedPicks && len(s.hooks.providers(OnSelectSubscribers)) == 0 {
+			picks = subscribers.pickShared(pickBuf[:0]) // fork: without copying the cached set
+		} else {
+			subscribers = s.hooks.OnSelectSubscribers(subscribers.Clone(), pk)
+			if len(subscribers.SharedSelected) == 0 {
+				subscribers.SelectShared()
+			}
+			subscribers.MergeSharedSelected()
 		}
-		subscribers.MergeSharedSelected()
 	}
 
 	for _, inlineSubscription := range subscribers.InlineSubscriptions {
@@ -1140,11 +1149,26 @@ func (s *Server) publishFrom(pk packets.Packet, b *writeBatch) {
 	}
 
 	for id, subs := range subscribers.Subscriptions {
-		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.deliver(cl, subs, pk, b)
-			if err != nil {
-				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		for i := range picks { // a shared pick that is also a direct subscriber gets one message
+			if picks[i].client == id && !picks[i].merged {
+				subs = subs.Merge(picks[i].sub)
+				picks[i].merged = true
 			}
+		}
+		s.deliverTo(id, subs, pk, b)
+	}
+	for _, p := range picks {
+		if !p.merged {
+			s.deliverTo(p.client, p.sub, pk, b)
+		}
+	}
+}
+
+// deliverTo is deliver to the client with the given ID, if it is known.
+func (s *Server) deliverTo(id string, sub packets.Subscription, pk packets.Packet, b *writeBatch) {
+	if cl, ok := s.Clients.Get(id); ok {
+		if _, err := s.deliver(cl, sub, pk, b); err != nil {
+			s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 		}
 	}
 }

@@ -337,6 +337,41 @@ func (s *Subscribers) SelectShared() {
 	}
 }
 
+// maxSharedPicks is the most shared groups publishFrom selects from
+// without copying the subscriber set (fork).
+const maxSharedPicks = 8
+
+// sharedPick is the member of a shared group a message goes to (fork).
+type sharedPick struct {
+	client string
+	sub    packets.Subscription
+	merged bool // delivered with the client's direct subscription
+}
+
+// pickShared is SelectShared without writing to s (the cached, read-only
+// set of SubscribersOf) or allocating: one member of each group, as
+// SelectShared picks it, appended to picks; a client picked by several
+// groups appears once, its subscriptions merged (fork).
+func (s *Subscribers) pickShared(picks []sharedPick) []sharedPick {
+next:
+	for _, subs := range s.Shared {
+		for client, sub := range subs {
+			for i := range picks {
+				if picks[i].client == client {
+					picks[i].sub = picks[i].sub.Merge(sub)
+					continue next
+				}
+			}
+			if sub.Identifier > 0 {
+				sub = sub.Merge(sub) // as SelectShared: its identifier goes with the message
+			}
+			picks = append(picks, sharedPick{client: client, sub: sub})
+			continue next
+		}
+	}
+	return picks
+}
+
 // MergeSharedSelected merges the selected subscribers for a shared subscription group
 // and the non-shared subscribers, to ensure that no subscriber gets multiple messages
 // due to have both types of subscription matching the same filter.

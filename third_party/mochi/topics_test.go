@@ -6,6 +6,7 @@ package mqtt
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 
@@ -1122,4 +1123,75 @@ func TestSubscribersOfConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	require.Len(t, index.SubscribersOf("x/y").Subscriptions, 4*100)
+}
+
+// TestPickSharedDeliversAsSelectShared (fork): publishFrom's pickShared,
+// which selects without copying the cached subscriber set, yields the
+// deliveries SelectShared and MergeSharedSelected would: one per client,
+// with the highest QoS and every subscription identifier of the
+// subscriptions merged for it, and one member of each shared group.
+func TestPickSharedDeliversAsSelectShared(t *testing.T) {
+	type delivery struct {
+		qos byte
+		ids []int
+	}
+	deliveries := func(direct map[string]packets.Subscription, picks []sharedPick) map[string]delivery {
+		out := map[string]delivery{}
+		add := func(id string, sub packets.Subscription) {
+			var ids []int
+			for _, v := range sub.Identifiers {
+				if v > 0 {
+					ids = append(ids, v)
+				}
+			}
+			sort.Ints(ids)
+			out[id] = delivery{sub.Qos, ids}
+		}
+		for id, sub := range direct {
+			for i := range picks {
+				if picks[i].client == id && !picks[i].merged {
+					sub = sub.Merge(picks[i].sub)
+					picks[i].merged = true
+				}
+			}
+			add(id, sub)
+		}
+		for _, p := range picks {
+			if !p.merged {
+				add(p.client, p.sub)
+			}
+		}
+		return out
+	}
+	s := &Subscribers{
+		Shared: map[string]map[string]packets.Subscription{
+			"$share/g1/a/b": {"both": {Filter: "$share/g1/a/b", Qos: 2, Identifier: 5}},
+			"$share/g2/a/+": {"two": {Filter: "$share/g2/a/+", Qos: 2, Identifier: 7}},
+			"$share/g3/a/#": {"two": {Filter: "$share/g3/a/#", Qos: 1, Identifier: 9}},
+			"$share/g4/#":   {"plain": {Filter: "$share/g4/#", Qos: 0}},
+		},
+		Subscriptions: map[string]packets.Subscription{
+			"both":   {Filter: "a/b", Qos: 0, Identifier: 3},
+			"direct": {Filter: "a/+", Qos: 1},
+		},
+	}
+	got := deliveries(s.Subscriptions, s.pickShared(nil))
+
+	c := s.Clone()
+	c.SelectShared()
+	c.MergeSharedSelected()
+	want := deliveries(c.Subscriptions, nil)
+	require.Equal(t, want, got)
+	require.Equal(t, delivery{2, []int{3, 5}}, got["both"])
+	require.Equal(t, delivery{2, []int{7, 9}}, got["two"])
+	require.Equal(t, delivery{1, nil}, got["direct"])
+	require.Equal(t, delivery{0, nil}, got["plain"])
+
+	// A group of several: exactly one member is picked.
+	s = &Subscribers{Shared: map[string]map[string]packets.Subscription{
+		"$share/g/x": {"m1": {Filter: "$share/g/x"}, "m2": {Filter: "$share/g/x"}, "m3": {Filter: "$share/g/x"}},
+	}}
+	picks := s.pickShared(nil)
+	require.Len(t, picks, 1)
+	require.Contains(t, []string{"m1", "m2", "m3"}, picks[0].client)
 }
