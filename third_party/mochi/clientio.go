@@ -127,11 +127,14 @@ type connReader struct {
 	ka      atomic.Int64
 	timer   *time.Timer
 	kaFired atomic.Bool // the timer found ka passed: the read loop checks it
-	// lastN is what the last read returned; a read that filled the buffer
-	// may have left more in the socket. turn counts reads since the last
-	// park, so that one busy connection cannot keep an event loop to itself.
-	lastN int
-	turn  int
+	// full is set when the last read filled the space it had: the socket
+	// may hold more. turn counts reads since the last park, so that one
+	// busy connection cannot keep an event loop to itself.
+	full bool
+	turn int
+	// whole is set when buf is not from the pool but made for a packet too
+	// large for a pooled buffer (assemble); ReadPacket then takes it whole.
+	whole bool
 }
 
 // connReader states: whether the read loop has a goroutine.
@@ -197,10 +200,10 @@ func (r *connReader) putBuf(b []byte) {
 
 // releaseBuf returns the read buffer to the pool; the reader is drained.
 func (r *connReader) releaseBuf() {
-	if r.buf != nil {
+	if r.buf != nil && !r.whole {
 		r.putBuf(r.buf)
-		r.buf = nil
 	}
+	r.buf, r.whole = nil, false
 }
 
 // ReadByte implements io.ByteReader.
@@ -346,10 +349,10 @@ func (r *connReader) readRaw() error {
 // waiting: got is false if it holds nothing.
 func (r *connReader) tryRead() (got bool, err error) {
 	buf := r.buf
-	if buf == nil {
+	if buf == nil || r.whole {
 		buf = r.getBuf()
 	}
-	r.buf = nil
+	r.buf, r.whole = nil, false
 	var rerr error
 	cerr := r.rc.Control(func(fd uintptr) {
 		for {
@@ -363,8 +366,9 @@ func (r *connReader) tryRead() (got bool, err error) {
 			case n == 0:
 				rerr = io.EOF
 			default:
-				r.buf, r.w = buf, n
+				r.buf, r.r, r.w = buf, 0, n
 				r.read(n)
+				r.full = n == len(buf)
 				got = true
 				return
 			}
@@ -378,9 +382,140 @@ func (r *connReader) tryRead() (got bool, err error) {
 	return got, rerr
 }
 
+// tryReadMore reads what the socket holds now into buf[w:end], after what
+// the buffer holds, without waiting: got is false if it holds nothing.
+func (r *connReader) tryReadMore(end int) (got bool, err error) {
+	var rerr error
+	cerr := r.rc.Control(func(fd uintptr) {
+		for {
+			n, err := syscall.Read(int(fd), r.buf[r.w:end])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				r.w += n
+				r.read(n)
+				r.full = r.w == end
+				got = true
+			}
+			return
+		}
+	})
+	if cerr != nil {
+		return false, cerr
+	}
+	return got, rerr
+}
+
+// assemble makes sure, on an event loop, that the buffer holds the whole
+// packet that starts at r, reading what the socket holds now; if it does
+// not hold the rest yet, the connection parks with what it has, and the
+// read loop goes on when the rest has come. So the read loop never waits
+// in the middle of a packet, which an event loop must not do. A packet
+// larger than a pooled buffer is read into one of its own, which
+// ReadPacket then takes as it is (takeWhole).
+func (r *connReader) assemble() error {
+	for {
+		avail := r.w - r.r
+		total, known := packetLength(r.buf[r.r:r.w])
+		if known && (total <= avail || total > r.maxAssembled()) {
+			return nil // whole, or malformed or too large: ReadFixedHeader says so
+		}
+		need := total
+		if !known {
+			need = avail + 1 // the fixed header is not complete yet
+		}
+		if r.r+need > len(r.buf) || (known && r.whole) {
+			r.makeRoom(need, known)
+		}
+		end := len(r.buf)
+		if r.whole {
+			end = total // never past the packet: the buffer is handed over whole
+		}
+		got, err := r.tryReadMore(end)
+		if err != nil {
+			return err
+		}
+		if !got {
+			return r.park()
+		}
+	}
+}
+
+// makeRoom moves what the buffer holds to the start of a buffer with room
+// for need bytes: the pooled one if need fits, else one of need bytes made
+// for this packet (known says need is the packet's whole length).
+func (r *connReader) makeRoom(need int, known bool) {
+	held := r.buf[r.r:r.w]
+	switch {
+	case need <= r.size && !r.whole:
+		copy(r.buf, held)
+	case need <= r.size:
+		buf := r.getBuf()
+		copy(buf, held)
+		r.buf, r.whole = buf, false
+	default:
+		size := need
+		if !known {
+			size = r.size
+		}
+		buf := make([]byte, size)
+		copy(buf, held)
+		r.releaseBuf()
+		r.buf, r.whole = buf, known
+	}
+	r.w -= r.r
+	r.r = 0
+}
+
+// maxAssembled is the largest packet assemble reads into a buffer of its
+// own: the server's maximum packet size, or 1 MiB if it has none (a larger
+// packet is read as before, off the event loop).
+func (r *connReader) maxAssembled() int {
+	if m := r.cl.ops.options.Capabilities.MaximumPacketSize; m > 0 {
+		return int(m) + 5
+	}
+	return 1 << 20
+}
+
+// takeWhole returns the next n buffered bytes without copying them if they
+// are the rest of a buffer made for their packet (assemble); the reader
+// lets go of the buffer.
+func (r *connReader) takeWhole(n int) ([]byte, bool) {
+	if r == nil || !r.whole || r.w-r.r != n {
+		return nil, false
+	}
+	p := r.buf[r.r:r.w]
+	r.buf, r.whole = nil, false
+	r.r, r.w = 0, 0
+	return p, true
+}
+
+// packetLength returns the length of the MQTT packet b starts with, fixed
+// header included; known is false while b holds too little of the fixed
+// header to tell. A malformed length is known, and larger than b.
+func packetLength(b []byte) (total int, known bool) {
+	n, mul := 0, 1
+	for i := 1; i < len(b); i++ {
+		n += int(b[i]&127) * mul
+		if b[i]&128 == 0 {
+			return 1 + i + n, true
+		}
+		if i == 4 {
+			return math.MaxInt32, true // more than 4 length bytes: malformed
+		}
+		mul *= 128
+	}
+	return 0, false
+}
+
 // read notes a read of n bytes: the keepalive starts again.
-func (r *connReader) read(n int) {
-	r.lastN = n
+func (r *connReader) read(int) {
 	if r.po != nil {
 		if k := r.cl.State.Keepalive; k > 0 {
 			r.ka.Store(time.Now().Add(time.Duration(k+k/2) * time.Second).UnixNano()) // [MQTT-3.1.2-22]
@@ -400,7 +535,6 @@ func (r *connReader) await() error {
 		// served a round, unless a fan-out has made it hold much already.
 		r.flushHeld()
 	}
-	r.r, r.w = 0, 0
 	if r.kaFired.Load() {
 		r.kaFired.Store(false)
 		if ka := r.ka.Load(); ka != 0 && time.Now().UnixNano() >= ka {
@@ -410,11 +544,17 @@ func (r *connReader) await() error {
 	// A read that did not fill the buffer emptied the socket: anything
 	// that came since makes the parked socket readable at once, so there
 	// is no need to ask it now.
-	if r.lastN == len(r.buf) && r.turn < maxTurnReads {
+	if r.full && r.turn < maxTurnReads {
 		r.turn++
 		got, err := r.tryRead()
-		if got || err != nil {
+		if err != nil {
 			return err
+		}
+		if got {
+			if r.loop != nil {
+				return r.assemble()
+			}
+			return nil
 		}
 	}
 	return r.park()
@@ -427,9 +567,11 @@ func (r *connReader) await() error {
 // (wake). A parked connection holds no goroutine, no stack and no buffer,
 // only its state on the heap and its registration in an epoll instance.
 func (r *connReader) park() error {
-	r.releaseBuf()
-	r.lastN, r.turn = 0, 0
-	r.r, r.w = 0, 0
+	if r.Buffered() == 0 { // else it keeps the start of a packet (assemble)
+		r.releaseBuf()
+		r.r, r.w = 0, 0
+	}
+	r.full, r.turn = false, 0
 	first := r.token == 0
 	if first {
 		// From now on the keepalive is ka and its timer, not a deadline on
@@ -466,7 +608,7 @@ func (r *connReader) park() error {
 func (r *connReader) serveOn(lp *evloop) {
 	if r.state.CompareAndSwap(parked, running) {
 		r.parker.n.Add(-1)
-		r.lastN = len(r.buf) // ask the socket: it is readable
+		r.full = true // ask the socket: it is readable
 		r.loop = lp
 		if r.own == nil {
 			r.own = r.cl.Net.batch
@@ -489,7 +631,7 @@ func (r *connReader) leaveBatch() {
 func (r *connReader) wake() bool {
 	if r.state.CompareAndSwap(parked, running) {
 		r.parker.n.Add(-1)
-		r.lastN = len(r.buf)
+		r.full = true
 		go r.resume()
 		return true
 	}

@@ -421,8 +421,15 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return nil
 		}
 
-		if r := cl.Net.bconn; r != nil && r.Buffered() == 0 {
-			if err := r.await(); err != nil {
+		if r := cl.Net.bconn; r != nil {
+			var err error
+			switch {
+			case r.Buffered() == 0:
+				err = r.await()
+			case r.loop != nil: // on an event loop: only whole packets (fork)
+				err = r.assemble()
+			}
+			if err != nil {
 				if err != errParked { //nolint:errorlint // our own sentinel, never wrapped
 					b.flush()
 				}
@@ -563,10 +570,14 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion // inherit client protocol version for decoding
 	pk.FixedHeader = *fh
-	p := make([]byte, pk.FixedHeader.Remaining)
-	n, err := io.ReadFull(cl.Net.bconn, p)
-	if err != nil {
-		return pk, err
+	p, whole := cl.Net.bconn.takeWhole(pk.FixedHeader.Remaining) // fork: read for it already
+	n := len(p)
+	if !whole {
+		p = make([]byte, pk.FixedHeader.Remaining)
+		n, err = io.ReadFull(cl.Net.bconn, p)
+		if err != nil {
+			return pk, err
+		}
 	}
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))

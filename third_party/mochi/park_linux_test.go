@@ -8,7 +8,6 @@ package mqtt
 // pieces.
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"strconv"
@@ -156,28 +155,80 @@ func TestEventLoopServesOthersWhileAHookBlocks(t *testing.T) {
 }
 
 func TestEventLoopServesOthersWhileAPacketArrivesInPieces(t *testing.T) {
-	t.Parallel()
-	s, addr := newParkingServer(t)
-	slow := dialMQTT(t, addr, "slow")
-	conns := make([]net.Conn, others)
-	for i := range conns {
-		conns[i] = dialMQTT(t, addr, "c"+strconv.Itoa(i))
-	}
-	waitParkedClients(t, s, others+1)
+	for _, size := range []int{
+		1500,       // straddles the end of a pooled read buffer
+		10 << 10,   // read into a buffer of its own
+		1200 << 10, // larger than the event loop assembles: read off the loop (the watchdog would cover it too)
+	} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			t.Parallel()
+			s, addr := newParkingServer(t)
+			sub := dialMQTT(t, addr, "sub")
+			subscribeQoS0(t, sub, "split")
+			slow := dialMQTT(t, addr, "slow")
+			conns := make([]net.Conn, others)
+			for i := range conns {
+				conns[i] = dialMQTT(t, addr, "c"+strconv.Itoa(i))
+			}
+			waitParkedClients(t, s, others+2)
 
-	// A 10 KiB PUBLISH, of which the first kilobyte comes now.
-	pk := publishQoS1Long("split", bytes.Repeat([]byte("z"), 10<<10))
-	_, err := slow.Write(pk[:1024])
-	require.NoError(t, err)
-	for i, c := range conns {
-		_, err := c.Write(publishQoS1("free", "y"))
-		require.NoError(t, err)
-		expectPuback(t, c, "c"+strconv.Itoa(i))
+			payload := make([]byte, size)
+			for i := range payload {
+				payload[i] = byte(i * 7)
+			}
+			pk := publishQoS1Long("split", payload)
+			_, err := slow.Write(pk[:1024])
+			require.NoError(t, err)
+			for i, c := range conns {
+				_, err := c.Write(publishQoS1("free", "y"))
+				require.NoError(t, err)
+				expectPuback(t, c, "c"+strconv.Itoa(i))
+			}
+			_, err = slow.Write(pk[1024:])
+			require.NoError(t, err)
+			expectPuback(t, slow, "slow")
+			require.Equal(t, payload, readPublish(t, sub, "split"), "the payload as published")
+			waitParkedClients(t, s, others+2)
+		})
 	}
-	_, err = slow.Write(pk[1024:])
+}
+
+// subscribeQoS0 subscribes c to filter at QoS 0 and waits for the SUBACK.
+func subscribeQoS0(t *testing.T, c net.Conn, filter string) {
+	t.Helper()
+	body := []byte{0, 1, 0, byte(len(filter))}
+	body = append(body, filter...)
+	body = append(body, 0)
+	_, err := c.Write(append([]byte{0x82, byte(len(body))}, body...))
 	require.NoError(t, err)
-	expectPuback(t, slow, "slow")
-	waitParkedClients(t, s, others+1)
+	ack := make([]byte, 5)
+	_, err = io.ReadFull(c, ack)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x90, 3, 0, 1, 0}, ack, "SUBACK")
+}
+
+// readPublish reads a QoS 0 PUBLISH to topic from c and returns its payload.
+func readPublish(t *testing.T, c net.Conn, topic string) []byte {
+	t.Helper()
+	var hdr [1]byte
+	_, err := io.ReadFull(c, hdr[:])
+	require.NoError(t, err)
+	require.Equal(t, byte(0x30), hdr[0], "a QoS 0 PUBLISH")
+	n, mul := 0, 1
+	for {
+		_, err := io.ReadFull(c, hdr[:])
+		require.NoError(t, err)
+		n += int(hdr[0]&127) * mul
+		if hdr[0]&128 == 0 {
+			break
+		}
+		mul *= 128
+	}
+	body := make([]byte, n)
+	_, err = io.ReadFull(c, body)
+	require.NoError(t, err)
+	require.Equal(t, topic, string(body[2:2+len(topic)]))
+	return body[2+len(topic):]
 }
 
 // publishQoS1Long is publishQoS1 for a payload of any size.
