@@ -329,7 +329,7 @@ func (r *connReader) readRaw() error {
 				rerr = io.EOF
 			default:
 				r.buf, r.w = buf, n
-				r.read(n)
+				r.refreshKeepalive()
 				return true
 			}
 			r.putBuf(buf)
@@ -367,7 +367,7 @@ func (r *connReader) tryRead() (got bool, err error) {
 				rerr = io.EOF
 			default:
 				r.buf, r.r, r.w = buf, 0, n
-				r.read(n)
+				r.refreshKeepalive()
 				r.full = n == len(buf)
 				got = true
 				return
@@ -399,7 +399,7 @@ func (r *connReader) tryReadMore(end int) (got bool, err error) {
 				rerr = io.EOF
 			default:
 				r.w += n
-				r.read(n)
+				r.refreshKeepalive()
 				r.full = r.w == end
 				got = true
 			}
@@ -514,8 +514,9 @@ func packetLength(b []byte) (total int, known bool) {
 	return 0, false
 }
 
-// read notes a read of n bytes: the keepalive starts again.
-func (r *connReader) read(int) {
+// refreshKeepalive notes that the client sent something: its keepalive
+// starts again.
+func (r *connReader) refreshKeepalive() {
 	if r.po != nil {
 		if k := r.cl.State.Keepalive; k > 0 {
 			r.ka.Store(time.Now().Add(time.Duration(k+k/2) * time.Second).UnixNano()) // [MQTT-3.1.2-22]
