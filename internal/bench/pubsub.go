@@ -95,9 +95,13 @@ func (f *flow) measure(ctx context.Context, r *Result, run func(ctx context.Cont
 	cancel()
 	pubTime := time.Since(start)
 	// Stragglers: QoS 1 until every acknowledged message arrived (or 10 s);
-	// QoS 0 until deliveries stop growing.
+	// QoS 0 until deliveries stop growing. The acknowledgements of the
+	// last window are still on their way when publishing stops: wait for
+	// them first, or the deliveries they make due would be counted as lost
+	// once they arrive, after the wait for deliveries has ended.
 	want := func() int64 { return f.expected(f.acked.Load()) }
 	if f.p.QoS > 0 {
+		waitUntil(10*time.Second, func() bool { return f.acked.Load() >= f.published.Load() })
 		waitUntil(10*time.Second, func() bool { return f.received.Load() >= want() })
 	} else {
 		last := int64(-1)
