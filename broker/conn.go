@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -67,6 +68,9 @@ type backlogConn struct {
 	rc      syscall.RawConn
 	limit   int
 	onStall func(remote string)
+	// onDrained, if set, runs when the backlog has been written out: the
+	// client takes writes again (its requeued messages can go).
+	onDrained atomic.Pointer[func()]
 
 	mu       sync.Mutex
 	backlog  []byte
@@ -89,6 +93,12 @@ func (c *backlogConn) WriteBuffers(bufs [][]byte) (int, error) {
 	for _, b := range bufs {
 		total += len(b)
 	}
+	// The lock is held across the write: the drain goroutine holds the
+	// socket's write lock while it waits for the peer, so a writev that
+	// overlapped it would wait with it (and with it an event loop that
+	// holds other clients' writes). Under c.mu a writer either sees
+	// draining and appends, or knows that no drain is under way, whether
+	// or not its callers serialize their writes (mochi does, per client).
 	c.mu.Lock()
 	if c.failed != nil {
 		err := c.failed
@@ -108,7 +118,7 @@ func (c *backlogConn) WriteBuffers(bufs [][]byte) (int, error) {
 		c.mu.Unlock()
 		return total, nil
 	}
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 
 	n, err := c.tryWritev(bufs)
 	if err != nil {
@@ -117,7 +127,6 @@ func (c *backlogConn) WriteBuffers(bufs [][]byte) (int, error) {
 	if n == total {
 		return n, nil
 	}
-	c.mu.Lock()
 	c.backlog = c.backlog[:0]
 	for _, b := range bufs {
 		if n >= len(b) {
@@ -128,7 +137,6 @@ func (c *backlogConn) WriteBuffers(bufs [][]byte) (int, error) {
 		n = 0
 	}
 	c.draining = true
-	c.mu.Unlock()
 	go c.drain()
 	return total, nil
 }
@@ -213,6 +221,9 @@ func (c *backlogConn) drain() {
 		if len(buf) == 0 {
 			c.draining = false
 			c.mu.Unlock()
+			if f := c.onDrained.Load(); f != nil {
+				(*f)()
+			}
 			return
 		}
 		c.mu.Unlock()
@@ -224,6 +235,22 @@ func (c *backlogConn) drain() {
 			return
 		}
 	}
+}
+
+// backlogConnOf finds the backlogConn under c, through wrappers that
+// expose the connection they wrap (tls.Conn does); nil if there is none.
+func backlogConnOf(c net.Conn) *backlogConn {
+	for range 8 {
+		switch v := c.(type) {
+		case *backlogConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 func (c *backlogConn) stall() {

@@ -140,3 +140,62 @@ func TestWriteAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per WriteBuffers, want at most 2", a)
 	}
 }
+
+// TestWritesNeverWaitForADrain: while the drain goroutine waits, in the
+// kernel, for a peer that does not read (holding the socket's write lock),
+// concurrent writers must neither block nor interleave their bytes: an
+// event loop writing a batch of deliveries would otherwise wait with it,
+// and every client whose deliveries it holds with it. Every byte arrives,
+// in order, once the peer reads.
+func TestWritesNeverWaitForADrain(t *testing.T) {
+	t.Parallel()
+	c, peer := backlogPair(t, 256<<20)
+	if err := peer.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn.(*net.TCPConn).SetWriteBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each, size = 8, 1000, 1 << 10
+	var want bytes.Buffer
+	mu := make(chan struct{}, 1) // one write at a time, as mochi's wmu has it, so that the order is known
+	mu <- struct{}{}
+	done := make(chan time.Duration, writers)
+	for w := range writers {
+		go func() {
+			var slowest time.Duration
+			for i := range each {
+				<-mu
+				b := pattern(w*each+i, size)
+				want.Write(b)
+				start := time.Now()
+				if _, err := c.WriteBuffers([][]byte{b[:size/2], b[size/2:]}); err != nil {
+					t.Error(err)
+				}
+				slowest = max(slowest, time.Since(start))
+				mu <- struct{}{}
+			}
+			done <- slowest
+		}()
+	}
+	var slowest time.Duration
+	for range writers {
+		slowest = max(slowest, <-done)
+	}
+	if c.WriteBacklog() == 0 {
+		t.Fatal("the peer took everything: the drain never had to wait")
+	}
+	// A write that waited for the drain would wait until the peer reads,
+	// which it has not started doing.
+	if slowest > 2*time.Second {
+		t.Errorf("a write took %s while the drain waited for the peer", slowest)
+	}
+	got := make([]byte, want.Len())
+	_ = peer.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the bytes arrived out of order or altered")
+	}
+}
