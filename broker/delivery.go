@@ -57,7 +57,10 @@ const (
 // been scheduled; the fork has no such goroutine.)
 //
 // Requeued messages are sent while the client has fewer than its receive
-// maximum unacknowledged (MQTT 5; no limit for 3.1.1). Messages
+// maximum unacknowledged (MQTT 5; no limit for 3.1.1): after each packet
+// the client sends (an acknowledgement frees quota), and when its write
+// backlog has drained (the socket takes bytes again; until then the
+// acknowledgements of what is in the backlog are still to come). Messages
 // that find room in the write buffer go out at once, as mochi always did
 // for MQTT 3.1.1 clients: mochi's quota machinery is switched off because
 // it deadlocks (OnPacketProcessed), so a v5 client with a receive maximum
@@ -67,9 +70,10 @@ type deliveryHook struct {
 	s      *Server
 	policy string
 
-	// queued holds the clients (*mqtt.Client) with requeued messages, so
-	// that a PUBACK from any other client costs one map lookup.
-	queued sync.Map
+	// queues holds the *sendQueue of each client (*mqtt.Client) that has
+	// had messages requeued, so that a PUBACK from any other client costs
+	// one map lookup.
+	queues sync.Map
 
 	logMu sync.Mutex
 	// per reason: when a drop was last logged, and how many since
@@ -97,11 +101,25 @@ func (h *deliveryHook) sendLimit(cl *mqtt.Client) int {
 	return math.MaxInt
 }
 
+// sendQueue is the state of a client's requeued messages: pending is set
+// when one is queued and cleared by the send that finds the queue empty;
+// mu lets one goroutine send at a time (the client's read loop after a
+// packet, a publisher, the backlog's drain).
+type sendQueue struct {
+	mu      sync.Mutex
+	pending atomic.Bool
+}
+
 // OnSessionEstablished switches mochi's own send quota off (see
 // OnPacketProcessed): with a maximum of 0 mochi neither queues by quota nor
-// runs its queue step.
+// runs its queue step. It also has the connection's write backlog, once
+// drained, send what is queued.
 func (h *deliveryHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	cl.State.Inflight.ResetSendQuota(0)
+	if c := backlogConnOf(cl.Net.Conn); c != nil {
+		send := func() { h.sendQueued(cl) }
+		c.onDrained.Store(&send)
+	}
 }
 
 // OnPacketProcessed sends queued messages while the client has fewer than
@@ -120,9 +138,37 @@ func (h *deliveryHook) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, err 
 	if err != nil {
 		return
 	}
-	if _, ok := h.queued.Load(cl); !ok {
+	h.sendQueued(cl)
+}
+
+// sendQueued sends cl's requeued messages, if it has any, while its quota
+// allows. Whoever queues a message sets pending first and then calls it;
+// a call that finds another sending returns, and that one sees pending
+// again once it is done: no queued message is left waiting for a trigger
+// that already came.
+func (h *deliveryHook) sendQueued(cl *mqtt.Client) {
+	v, ok := h.queues.Load(cl)
+	if !ok {
 		return
 	}
+	q := v.(*sendQueue) //nolint:forcetypeassert // only *sendQueue is stored
+	for q.pending.Load() {
+		if !q.mu.TryLock() {
+			return // the sender looks at pending again when it is done
+		}
+		q.pending.Store(false)
+		if !h.sendSome(cl) {
+			q.pending.Store(true) // quota or connection: the next packet or drain goes on
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+	}
+}
+
+// sendSome sends cl's queued messages while its quota allows; it reports
+// whether none is left queued.
+func (h *deliveryHook) sendSome(cl *mqtt.Client) bool {
 	all := cl.State.Inflight.GetAll(false)
 	sent := 0
 	var queued []packets.Packet
@@ -136,21 +182,18 @@ func (h *deliveryHook) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, err 
 			sent++
 		}
 	}
-	if len(queued) == 0 {
-		h.queued.Delete(cl)
-		return
-	}
 	for _, p := range queued {
 		if sent >= h.sendLimit(cl) || cl.Closed() {
-			return
+			return false
 		}
 		p.Expiry = 0
 		cl.State.Inflight.Set(p) // still inflight, now as sent
 		if err := cl.WritePacket(p); err != nil {
-			return
+			return false
 		}
 		sent++
 	}
+	return true
 }
 
 // dropLogInterval bounds drop logging to one line per reason per interval,
@@ -243,19 +286,24 @@ func (h *deliveryHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	// mochi's rollback does not decrement Info.Inflight: its count of the
 	// dropped copy now stands for this one.
 	h.s.metrics.deliveriesQueued.Inc()
-	h.queued.Store(cl, struct{}{})
 	if p := h.s.persist; p != nil {
 		p.OnQosPublish(cl, out, out.Created, 0)
 		if old != nil {
 			p.OnQosComplete(cl, *old)
 		}
 	}
+	v, _ := h.queues.LoadOrStore(cl, new(sendQueue))
+	v.(*sendQueue).pending.Store(true) //nolint:forcetypeassert // only *sendQueue is stored
+	// If the backlog drained meanwhile, its drain has looked already.
+	if c := backlogConnOf(cl.Net.Conn); c != nil && c.WriteBacklog() == 0 {
+		h.sendQueued(cl)
+	}
 }
 
 // OnDisconnect forgets cl; a persistent session's queue is resent by mochi
 // when it reconnects.
 func (h *deliveryHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	h.queued.Delete(cl)
+	h.queues.Delete(cl)
 }
 
 // subscription finds cl's subscription matching topic, direct or shared.
