@@ -278,6 +278,7 @@ func (lp *evloop) put(tokens []uint64) bool {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.waiting = false
+	lp.began = nanotime() // not a stall: the time it waited for events
 	lp.queue = append(lp.queue, tokens...)
 	return !lp.replaced
 }
