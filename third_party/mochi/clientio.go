@@ -353,63 +353,52 @@ func (r *connReader) tryRead() (got bool, err error) {
 		buf = r.getBuf()
 	}
 	r.buf, r.whole = nil, false
-	var rerr error
-	cerr := r.rc.Control(func(fd uintptr) {
-		for {
-			n, err := syscall.Read(int(fd), buf)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-			case err != nil:
-				rerr = err
-			case n == 0:
-				rerr = io.EOF
-			default:
-				r.buf, r.r, r.w = buf, 0, n
-				r.refreshKeepalive()
-				r.full = n == len(buf)
-				got = true
-				return
-			}
-			r.putBuf(buf)
-			return
-		}
-	})
-	if cerr != nil {
-		return false, cerr
+	n, err := r.readNow(buf)
+	if n == 0 {
+		r.putBuf(buf)
+		return false, err
 	}
-	return got, rerr
+	r.buf, r.r, r.w = buf, 0, n
+	r.full = n == len(buf)
+	return true, nil
 }
 
 // tryReadMore reads what the socket holds now into buf[w:end], after what
 // the buffer holds, without waiting: got is false if it holds nothing.
 func (r *connReader) tryReadMore(end int) (got bool, err error) {
+	n, err := r.readNow(r.buf[r.w:end])
+	r.w += n
+	r.full = r.w == end
+	return n > 0, err
+}
+
+// readNow is one read(2) of the socket into b that does not wait: 0 and
+// no error if the socket holds nothing; io.EOF if the peer closed it.
+func (r *connReader) readNow(b []byte) (int, error) {
+	var n int
 	var rerr error
-	cerr := r.rc.Control(func(fd uintptr) {
+	err := r.rc.Control(func(fd uintptr) {
 		for {
-			n, err := syscall.Read(int(fd), r.buf[r.w:end])
+			m, err := syscall.Read(int(fd), b)
 			switch {
 			case err == syscall.EINTR:
 				continue
 			case err == syscall.EAGAIN:
 			case err != nil:
 				rerr = err
-			case n == 0:
+			case m == 0:
 				rerr = io.EOF
 			default:
-				r.w += n
+				n = m
 				r.refreshKeepalive()
-				r.full = r.w == end
-				got = true
 			}
 			return
 		}
 	})
-	if cerr != nil {
-		return false, cerr
+	if err != nil {
+		return 0, err
 	}
-	return got, rerr
+	return n, rerr
 }
 
 // assemble makes sure, on an event loop, that the buffer holds the whole
@@ -607,9 +596,7 @@ func (r *connReader) park() error {
 // serveOn runs a parked connection's read loop on the event loop lp, the
 // socket being readable; it does nothing if the connection is not parked.
 func (r *connReader) serveOn(lp *evloop) {
-	if r.state.CompareAndSwap(parked, running) {
-		r.parker.n.Add(-1)
-		r.full = true // ask the socket: it is readable
+	if r.claim() {
 		r.loop = lp
 		if r.own == nil {
 			r.own = r.cl.Net.batch
@@ -630,13 +617,22 @@ func (r *connReader) leaveBatch() {
 // wake runs a parked connection's read loop on a goroutine of its own; it
 // does nothing (false) if the connection is not parked.
 func (r *connReader) wake() bool {
-	if r.state.CompareAndSwap(parked, running) {
-		r.parker.n.Add(-1)
-		r.full = true
+	if r.claim() {
 		go r.resume()
 		return true
 	}
 	return false
+}
+
+// claim takes a parked connection for the caller to run its read loop;
+// false if it is not parked (someone else runs it).
+func (r *connReader) claim() bool {
+	if !r.state.CompareAndSwap(parked, running) {
+		return false
+	}
+	r.parker.n.Add(-1)
+	r.full = true // ask the socket first: it is readable, or the wake has a reason to look
+	return true
 }
 
 // onTimer runs when the keepalive timer fires: at a keepalive deadline

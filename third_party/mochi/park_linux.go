@@ -230,20 +230,17 @@ func (lp *evloop) run() {
 	var tokens []uint64
 	served := 0
 	for {
-		token, ok := lp.take()
-		if !ok {
+		token, next := lp.take()
+		switch next {
+		case loopEnd:
+			return
+		case loopWait:
 			lp.batch.flush()
-			if lp.isReplaced() {
-				return
-			}
 			var err error
-			tokens, err = po.wait(events, tokens[:0])
-			if err != nil {
+			if tokens, err = po.wait(events, tokens[:0]); err != nil {
 				return // closed
 			}
-			if !lp.put(tokens) {
-				return
-			}
+			lp.put(tokens)
 			continue
 		}
 		if r := po.reader(token); r != nil {
@@ -256,37 +253,39 @@ func (lp *evloop) run() {
 	}
 }
 
-// take gives the next connection to serve; false when there is none (the
-// loop then waits for events) or the loop was replaced.
-func (lp *evloop) take() (uint64, bool) {
+// What a loop does next (take).
+const (
+	loopServe = iota // the connection take returned
+	loopWait         // nothing queued: wait for events
+	loopEnd          // replaced: a successor serves the poller
+)
+
+// take gives the next connection to serve, or says what to do instead.
+func (lp *evloop) take() (token uint64, next int) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	if lp.replaced || lp.head == len(lp.queue) {
-		lp.waiting = !lp.replaced
+	switch {
+	case lp.replaced:
+		return 0, loopEnd
+	case lp.head == len(lp.queue):
+		lp.waiting = true // the watchdog leaves a waiting loop alone
 		lp.queue, lp.head = lp.queue[:0], 0
-		return 0, false
+		return 0, loopWait
 	}
-	t := lp.queue[lp.head]
+	token = lp.queue[lp.head]
 	lp.head++
 	lp.began = nanotime()
-	return t, true
+	return token, loopServe
 }
 
 // put queues the tokens of an epoll_wait. A loop is never replaced while
-// it waits, so they are always its own.
-func (lp *evloop) put(tokens []uint64) bool {
+// it waits, so they are its own to serve.
+func (lp *evloop) put(tokens []uint64) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.waiting = false
 	lp.began = nanotime() // not a stall: the time it waited for events
 	lp.queue = append(lp.queue, tokens...)
-	return !lp.replaced
-}
-
-func (lp *evloop) isReplaced() bool {
-	lp.mu.Lock()
-	defer lp.mu.Unlock()
-	return lp.replaced
 }
 
 // handOver replaces lp by a new loop, which gets the connections lp has

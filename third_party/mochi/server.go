@@ -1060,26 +1060,19 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
+	// fork: a QoS 1 PUBACK is written and forgotten. Upstream set it
+	// inflight, with OnQosPublish, and deleted it again, with
+	// OnQosComplete, right after writing it: two map operations and two
+	// hook calls per message for nothing kept (lastmile's session hook
+	// stored and deleted a record for each).
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
-	if pk.FixedHeader.Qos == 1 {
-		// fork: upstream set the PUBACK inflight, with OnQosPublish, and
-		// deleted it again, with OnQosComplete, right after writing it: two
-		// map operations and two hook calls per message for nothing kept
-		// (lastmile's session hook stored and deleted a record for them).
-		if err := cl.reply(ack); err != nil {
-			return err
+	if pk.FixedHeader.Qos == 2 {
+		cl.State.Inflight.DecreaseReceiveQuota()
+		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
+		if ok := cl.State.Inflight.Set(ack); ok {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 		}
-		s.publishFrom(pk, cl.Net.batch)
-		s.hooks.OnPublished(cl, pk)
-		return nil
-	}
-
-	cl.State.Inflight.DecreaseReceiveQuota()
-	ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
-
-	if ok := cl.State.Inflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
-		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
 	err = cl.reply(ack)
