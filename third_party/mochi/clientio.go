@@ -118,9 +118,12 @@ type connReader struct {
 	po     *poller
 	resume func()       // runs the read loop on the calling goroutine until it parks or the connection ends
 	state  atomic.Int32 // running or parked
-	token  uint64       // the socket's epoll user data; 0 until first parked
-	loop   *evloop      // the event loop running this read loop now; nil on a goroutine of its own
-	own    *writeBatch  // the read loop's batch off an event loop (on one, the loop's is used)
+	// pending is set by an event loop that found the socket readable while
+	// the read loop ran elsewhere: it re-arms the socket when it parks.
+	pending atomic.Bool
+	token   uint64      // the socket's epoll user data; 0 until first parked
+	loop    *evloop     // the event loop running this read loop now; nil on a goroutine of its own
+	own     *writeBatch // the read loop's batch off an event loop (on one, the loop's is used)
 	// ka is when the keepalive runs out, in Unix nanoseconds (0: never),
 	// refreshed by every read; timer wakes a parked connection then. The
 	// timer is reset only when it fires (onTimer), not on every read.
@@ -561,6 +564,7 @@ func (r *connReader) park() error {
 		r.releaseBuf()
 		r.r, r.w = 0, 0
 	}
+	more := r.full // the last read filled its space: the socket may hold more
 	r.full, r.turn = false, 0
 	first := r.token == 0
 	if first {
@@ -580,14 +584,25 @@ func (r *connReader) park() error {
 			r.timer.Reset(time.Until(time.Unix(0, r.ka.Load())))
 		}
 	}
-	po, token := r.po, r.token
+	po, token, rc := r.po, r.token, r.rc
 	r.leaveBatch()
 	r.loop = nil
 	r.parker.n.Add(1)
 	r.state.Store(parked)
-	// From here on this goroutine must not touch r or r.cl: a wake may
-	// already be running the read loop on another.
-	if err := po.arm(r.rc, token, first); err != nil {
+	// From here on this goroutine must not touch r or r.cl, but for their
+	// atomic fields: a wake may already be running the read loop on
+	// another. The socket is edge-triggered: it reports input that comes
+	// from now on, but not what it holds already (more), nor input that an
+	// event loop saw while this read loop ran (pending, set before the
+	// loop's second claim, so one of the two sees the other).
+	var err error
+	switch {
+	case first:
+		err = po.arm(rc, token, armAdd)
+	case more, r.pending.Swap(false):
+		err = po.arm(rc, token, armAgain)
+	}
+	if err != nil {
 		r.wake() // the socket cannot be watched (closed?): carry on reading
 	}
 	return errParked
@@ -596,14 +611,21 @@ func (r *connReader) park() error {
 // serveOn runs a parked connection's read loop on the event loop lp, the
 // socket being readable; it does nothing if the connection is not parked.
 func (r *connReader) serveOn(lp *evloop) {
-	if r.claim() {
-		r.loop = lp
-		if r.own == nil {
-			r.own = r.cl.Net.batch
+	if !r.claim() {
+		// Its read loop runs: it looks at the socket again when it parks
+		// (see park), unless it parked just now, and then it is ours.
+		r.pending.Store(true)
+		if !r.claim() {
+			return
 		}
-		r.cl.Net.batch = &lp.batch
-		r.resume()
 	}
+	r.pending.Store(false) // its first read (claim sets full) comes after this
+	r.loop = lp
+	if r.own == nil {
+		r.own = r.cl.Net.batch
+	}
+	r.cl.Net.batch = &lp.batch
+	r.resume()
 }
 
 // leaveBatch makes the read loop hold its writes in a batch of its own

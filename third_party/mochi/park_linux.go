@@ -8,7 +8,7 @@ package mqtt
 //	  Go runtime netpoller (one epoll for every socket and file)
 //	      |  readable                   |  readable
 //	  poller 0 (epoll fd)   ...     poller N-1 (epoll fd)      N = GOMAXPROCS, at most 8
-//	      |  events, EPOLLONESHOT       |
+//	      |  events, EPOLLET            |
 //	  loop goroutine                loop goroutine            one at a time per poller
 //	      |  runs the read loop of each readable connection,
 //	      |  which handles its packets, writes, and parks it again
@@ -45,8 +45,13 @@ type parker struct {
 // The epoll instance is itself watched by the Go runtime's network poller
 // (it is readable while it has events), so a loop waiting for it holds no
 // thread, only a parked goroutine, like any socket read. A socket is
-// registered EPOLLONESHOT: it reports once, then stays silent until its
-// connection parks again, so a connection is never served twice at once.
+// registered once, edge-triggered (EPOLLET): it reports when input comes,
+// and parking again costs no system call. An event for a connection that
+// is running (on another loop, or a goroutine of its own) is not lost: it
+// sets the connection's pending flag, and the read loop re-arms the socket
+// when it parks (connReader.park), which reports it again if it is still
+// readable. The connection's state (connReader.claim) makes sure it is
+// never served twice at once.
 type poller struct {
 	p  *parker
 	f  *os.File // the epoll instance, non-blocking
@@ -163,18 +168,22 @@ func (po *poller) reader(token uint64) *connReader {
 	return po.readers[token]
 }
 
-// arm asks for one event when the socket under rc is readable, or closed
-// by the peer. first adds the socket, later calls re-arm it. If the
-// socket is readable already, the event comes at once.
-func (po *poller) arm(rc syscall.RawConn, token uint64, first bool) error {
+// Ways to arm a socket (poller.arm).
+const (
+	epollET  = 1 << 31               // syscall.EPOLLET, which is a negative int
+	armAdd   = syscall.EPOLL_CTL_ADD // the first park: register the socket
+	armAgain = syscall.EPOLL_CTL_MOD // report it again if it is readable now
+)
+
+// arm registers the socket under rc (op armAdd) for events when input
+// comes, or the peer closes it, or asks for an event now if it is readable
+// already (armAgain: epoll looks at the socket again). If the socket is
+// readable when it is added, the event comes at once too.
+func (po *poller) arm(rc syscall.RawConn, token uint64, op int) error {
 	ev := syscall.EpollEvent{
-		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET,
 		Fd:     int32(uint32(token)),       //nolint:gosec // the two halves of epoll's 64-bit user data
 		Pad:    int32(uint32(token >> 32)), //nolint:gosec // as above
-	}
-	op := syscall.EPOLL_CTL_MOD
-	if first {
-		op = syscall.EPOLL_CTL_ADD
 	}
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
