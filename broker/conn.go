@@ -159,7 +159,9 @@ func (c *backlogConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil 
 // writev and without waiting, and returns the bytes written. At most
 // maxIovecs buffers are tried; the caller backlogs whatever is left.
 func (c *backlogConn) tryWritev(bufs [][]byte) (int, error) {
-	op := &writev{}
+	op := writevs.Get().(*writev)
+	defer writevs.Put(op)
+	op.k, op.n, op.err = 0, 0, nil
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
@@ -174,24 +176,35 @@ func (c *backlogConn) tryWritev(bufs [][]byte) (int, error) {
 	if op.k == 0 {
 		return 0, nil
 	}
-	if err := c.rc.Write(op.do); err != nil {
+	err := c.rc.Write(op.do)
+	clear(op.iov[:op.k]) // keep no reference to bufs
+	if err != nil {
 		return op.n, err
 	}
 	return op.n, op.err
 }
 
-// writev is one tryWritev: the iovecs and what the system call returned,
-// in one allocation.
+// writev is one tryWritev: the iovecs and what the system call returned.
+// They are pooled (writevs), do bound once: one made per write escaped to
+// the heap with its callback, about 200 bytes for every write.
 type writev struct {
 	iov [maxIovecs]syscall.Iovec
 	k   int
 	n   int
 	err error
+	do  func(fd uintptr) bool // call
 }
 
-// do is the syscall.RawConn.Write callback: one writev, retried on EINTR;
-// EAGAIN writes nothing and is no error (the caller backlogs the rest).
-func (op *writev) do(fd uintptr) bool {
+var writevs = sync.Pool{New: func() any {
+	op := &writev{}
+	op.do = op.call
+	return op
+}}
+
+// call is the syscall.RawConn.Write callback: one writev, retried on
+// EINTR; EAGAIN writes nothing and is no error (the caller backlogs the
+// rest).
+func (op *writev) call(fd uintptr) bool {
 	for {
 		//nolint:gosec // writev takes the iovec array's address; op and the buffers it points to outlive the call
 		m, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&op.iov[0])), uintptr(op.k))

@@ -15,13 +15,30 @@ import (
 // Inflight is a map of InflightMessage keyed on packet id.
 type Inflight struct {
 	sync.RWMutex
-	internal            map[uint16]packets.Packet // internal contains the inflight packets
-	order               map[uint16]uint64         // fork: when each packet was first set (seq), for GetAll
+	internal            map[uint16]*inflightEntry // internal contains the inflight packets
 	seq                 uint64                    // fork: the last order given
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+}
+
+// inflightEntry is an inflight packet and when it was first set (seq), for
+// GetAll's order. fork: entries are pooled (inflightEntries). A map value
+// as large as a Packet is stored out of line anyway, so the map allocated
+// one per Set, for every QoS 1 delivery; no entry is reachable from
+// outside the Inflight (Get and GetAll return copies).
+type inflightEntry struct {
+	pk  packets.Packet
+	seq uint64
+}
+
+var inflightEntries = sync.Pool{New: func() any { return new(inflightEntry) }}
+
+// release returns an entry that has left the map to the pool.
+func (e *inflightEntry) release() {
+	*e = inflightEntry{} // keep nothing the packet referred to
+	inflightEntries.Put(e)
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -34,17 +51,18 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	if e, ok := i.internal[m.PacketID]; ok {
+		e.pk = m // an update (PUBREL for PUBLISH, a quota wait) keeps its place
+		return false
+	}
 	if i.internal == nil {
-		i.internal = map[uint16]packets.Packet{}
-		i.order = map[uint16]uint64{}
+		i.internal = map[uint16]*inflightEntry{}
 	}
-	i.internal[m.PacketID] = m
-	if !ok { // an update (PUBREL for PUBLISH, a quota wait) keeps its place
-		i.seq++
-		i.order[m.PacketID] = i.seq
-	}
-	return !ok
+	e := inflightEntries.Get().(*inflightEntry)
+	i.seq++
+	e.pk, e.seq = m, i.seq
+	i.internal[m.PacketID] = e
+	return true
 }
 
 // Get returns an inflight packet by packet id.
@@ -52,8 +70,8 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
 
-	if m, ok := i.internal[id]; ok {
-		return m, true
+	if e, ok := i.internal[id]; ok {
+		return e.pk, true
 	}
 
 	return packets.Packet{}, false
@@ -72,11 +90,11 @@ func (i *Inflight) Clone() *Inflight {
 	c := NewInflights()
 	i.RLock()
 	defer i.RUnlock()
-	c.internal = make(map[uint16]packets.Packet, len(i.internal))
-	c.order = make(map[uint16]uint64, len(i.order))
+	c.internal = make(map[uint16]*inflightEntry, len(i.internal))
 	for k, v := range i.internal {
-		c.internal[k] = v
-		c.order[k] = i.order[k]
+		e := inflightEntries.Get().(*inflightEntry)
+		*e = *v
+		c.internal[k] = e
 	}
 	c.seq = i.seq
 	return c
@@ -87,10 +105,10 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()
 	defer i.RUnlock()
 
-	m := []packets.Packet{}
+	es := make([]*inflightEntry, 0, len(i.internal))
 	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
-			m = append(m, v)
+		if !immediate || (immediate && v.pk.Expiry < 0) {
+			es = append(es, v)
 		}
 	}
 
@@ -99,10 +117,12 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	// seconds truncated to 16 bits, unstably: messages of the same second
 	// were resent in any order, and across a wrap of the truncation (every
 	// 18 hours) newer before older.
-	sort.Slice(m, func(a, b int) bool {
-		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
-	})
+	sort.Slice(es, func(a, b int) bool { return es[a].seq < es[b].seq })
 
+	m := make([]packets.Packet, len(es))
+	for k, e := range es {
+		m[k] = e.pk
+	}
 	return m
 }
 
@@ -125,10 +145,11 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
-	delete(i.internal, id)
-	delete(i.order, id)
-
+	e, ok := i.internal[id]
+	if ok {
+		delete(i.internal, id)
+		e.release()
+	}
 	return ok
 }
 

@@ -1260,9 +1260,10 @@ func (s *Server) deliver(cl *Client, sub packets.Subscription, pk packets.Packet
 			return out, cl.writePacket(out, b)
 		}
 	} else {
-		ownPayload(&out)
+		queued := out // fork: only a queued delivery goes to the heap
+		ownPayload(&queued)
 		select {
-		case cl.State.outbound <- &out:
+		case cl.State.outbound <- &queued:
 			atomic.AddInt32(&cl.State.outboundQty, 1)
 			return out, nil
 		default:
