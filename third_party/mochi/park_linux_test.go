@@ -154,6 +154,43 @@ func TestEventLoopServesOthersWhileAHookBlocks(t *testing.T) {
 	}
 }
 
+// TestEventLoopKeepsInputThatCameWhileItsReadLoopRanElsewhere: sockets are
+// edge-triggered, so input that comes while a connection's read loop runs
+// off the event loop (here, its hook blocks) is reported once, to a loop
+// that cannot take the connection. The read loop must look at the socket
+// again when it parks (connReader.pending), or that input waits for the
+// next packet, which may never come.
+func TestEventLoopKeepsInputThatCameWhileItsReadLoopRanElsewhere(t *testing.T) {
+	for _, announce := range []bool{true, false} {
+		t.Run("WillBlock="+strconv.FormatBool(announce), func(t *testing.T) {
+			t.Parallel()
+			h := &blockHook{announce: announce, release: make(chan struct{}), entered: make(chan struct{})}
+			s, addr := newParkingServer(t, h)
+			var release sync.Once
+			t.Cleanup(func() { release.Do(func() { close(h.release) }) })
+			c := dialMQTT(t, addr, "blocked")
+			waitParkedClients(t, s, 1)
+
+			_, err := c.Write(publishQoS1("block", "x"))
+			require.NoError(t, err)
+			<-h.entered
+			_, err = c.Write(publishQoS1("free", "y"))
+			require.NoError(t, err)
+			cl, ok := s.Clients.Get("blocked")
+			require.True(t, ok)
+			deadline := time.Now().Add(20 * time.Second)
+			for !cl.Net.bconn.pending.Load() { // an event loop saw the second PUBLISH
+				require.True(t, time.Now().Before(deadline), "no event for the second PUBLISH")
+				time.Sleep(time.Millisecond)
+			}
+			release.Do(func() { close(h.release) })
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // a hang guard, not a timing
+			expectPuback(t, c, "the blocked PUBLISH")
+			expectPuback(t, c, "the PUBLISH that came while it blocked")
+		})
+	}
+}
+
 func TestEventLoopServesOthersWhileAPacketArrivesInPieces(t *testing.T) {
 	for _, size := range []int{
 		1500,       // straddles the end of a pooled read buffer
