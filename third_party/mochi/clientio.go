@@ -74,14 +74,62 @@ func backlogOf(c net.Conn) WriteBacklogger {
 // Only the read loop's goroutine touches it.
 type writeBatch struct {
 	dirty []*Client
+	// ahead is the chunk of dirty a goroutine writes out while the read
+	// loop goes on (flushAhead); writing is done when it has.
+	ahead   []*Client
+	writing sync.WaitGroup
 }
 
+// flush writes out what the batch holds, once a chunk flushAhead handed
+// off has been written.
 func (b *writeBatch) flush() {
-	for i, cl := range b.dirty {
-		_ = cl.flushWrites()
-		b.dirty[i] = nil
-	}
+	b.writing.Wait()
+	writeOut(b.dirty)
 	b.dirty = b.dirty[:0]
+}
+
+// flushAhead has a goroutine of its own write out what the batch holds,
+// while the caller goes on: a fan-out's first subscribers get their
+// messages while it encodes the others', on another core if there is one,
+// instead of after it has encoded them all. One chunk is written at a
+// time; flush waits for it. A client's writes stay in order whichever
+// goroutine writes them: they are in its buffer, under its write lock.
+func (b *writeBatch) flushAhead() {
+	flushedAhead.Add(1)
+	b.writing.Wait()
+	chunk := b.dirty
+	b.dirty, b.ahead = b.ahead[:0], chunk
+	b.writing.Add(1)
+	go func() {
+		defer b.writing.Done()
+		writeOut(chunk)
+	}()
+}
+
+// drained reports whether the packet cl's read loop handles is the last
+// input in sight: its buffer holds no more, and if an event loop runs it,
+// no other connection waits in the loop's queue and the other loops wait
+// for events. Under load, the writes of a round are coalesced (a
+// subscriber gets many messages in one write), and the other cores have
+// work of their own; otherwise a large fan-out is best written as it goes,
+// on a core that is idle (flushAhead).
+func (cl *Client) drained() bool {
+	r := cl.Net.bconn
+	if r == nil {
+		return true
+	}
+	return r.Buffered() == 0 && (r.loop == nil || r.loop.alone())
+}
+
+// flushedAhead counts flushAhead's chunks (tests look at it).
+var flushedAhead atomic.Int64
+
+// writeOut flushes each client's writes and clears the list.
+func writeOut(clients []*Client) {
+	for i, cl := range clients {
+		_ = cl.flushWrites()
+		clients[i] = nil
+	}
 }
 
 // connReader is a client's buffered reader (upstream: a bufio.Reader).

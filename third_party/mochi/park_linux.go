@@ -34,6 +34,7 @@ type parker struct {
 	polls []*poller
 	next  atomic.Uint32 // round robin over polls for new connections
 	n     atomic.Int64  // connections parked now
+	busy  atomic.Int32  // loops not waiting for events (evloop.waiting unset)
 	wg    sync.WaitGroup
 
 	watching atomic.Bool   // the watchdog runs
@@ -141,6 +142,7 @@ func (p *parker) assign() *poller {
 // start runs a new loop for po, serving queue first.
 func (p *parker) start(po *poller, queue []uint64) {
 	lp := &evloop{po: po, queue: queue}
+	p.busy.Add(1)
 	po.cur.Store(lp)
 	p.wg.Add(1)
 	go lp.run()
@@ -275,9 +277,11 @@ func (lp *evloop) take() (token uint64, next int) {
 	defer lp.mu.Unlock()
 	switch {
 	case lp.replaced:
+		lp.po.p.busy.Add(-1)
 		return 0, loopEnd
 	case lp.head == len(lp.queue):
 		lp.waiting = true // the watchdog leaves a waiting loop alone
+		lp.po.p.busy.Add(-1)
 		lp.queue, lp.head = lp.queue[:0], 0
 		return 0, loopWait
 	}
@@ -287,12 +291,22 @@ func (lp *evloop) take() (token uint64, next int) {
 	return token, loopServe
 }
 
+// alone reports whether lp has nothing queued and every other loop waits
+// for events: the other cores are likely idle.
+func (lp *evloop) alone() bool {
+	lp.mu.Lock()
+	queued := len(lp.queue) - lp.head
+	lp.mu.Unlock()
+	return queued == 0 && lp.po.p.busy.Load() <= 1
+}
+
 // put queues the tokens of an epoll_wait. A loop is never replaced while
 // it waits, so they are its own to serve.
 func (lp *evloop) put(tokens []uint64) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.waiting = false
+	lp.po.p.busy.Add(1)
 	lp.began = nanotime() // not a stall: the time it waited for events
 	lp.queue = append(lp.queue, tokens...)
 }

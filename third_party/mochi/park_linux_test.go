@@ -49,6 +49,20 @@ func (h *blockHook) OnPublish(cl *Client, pk packets.Packet) (packets.Packet, er
 // a loopback port, and returns that port's address.
 func newParkingServer(t *testing.T, hooks ...Hook) (*Server, string) {
 	t.Helper()
+	return newParkingServerOn(t, func(c net.Conn) net.Conn { return c }, hooks...)
+}
+
+// backlogTCP is a TCP connection that reports no write backlog, as
+// lastmile's does: deliveries to it are written from the publisher's read
+// loop, held in its batch, not queued for a write goroutine.
+type backlogTCP struct{ *net.TCPConn }
+
+func (backlogTCP) WriteBacklog() int { return 0 }
+
+// newParkingServerOn is newParkingServer with each accepted connection
+// wrapped by wrap.
+func newParkingServerOn(t *testing.T, wrap func(net.Conn) net.Conn, hooks ...Hook) (*Server, string) {
+	t.Helper()
 	s := New(&Options{ParkIdle: true})
 	require.NoError(t, s.AddHook(new(AllowHook), nil))
 	for _, h := range hooks {
@@ -65,7 +79,7 @@ func newParkingServer(t *testing.T, hooks ...Hook) (*Server, string) {
 				return
 			}
 			wg.Add(1)
-			s.EstablishConnectionThen("t1", c, func(error) { wg.Done() })
+			s.EstablishConnectionThen("t1", wrap(c), func(error) { wg.Done() })
 		}
 	}()
 	t.Cleanup(func() {
@@ -228,6 +242,52 @@ func TestEventLoopServesOthersWhileAPacketArrivesInPieces(t *testing.T) {
 			waitParkedClients(t, s, others+2)
 		})
 	}
+}
+
+// TestLargeFanoutWrittenAheadArrivesWholeAndInOrder: a large fan-out
+// that follows a quiet spell is written as it goes, chunk by chunk, by a
+// goroutine of its own while the event loop encodes the next chunk
+// (writeBatch.flushAhead); fan-outs in quick succession are written as a
+// batch. Either way every subscriber gets every message, whole and in
+// order (and the race detector watches the hand-over of chunks).
+func TestLargeFanoutWrittenAheadArrivesWholeAndInOrder(t *testing.T) {
+	s, addr := newParkingServerOn(t, func(c net.Conn) net.Conn { return backlogTCP{c.(*net.TCPConn)} })
+	subs := make([]net.Conn, 3*flushDirty+5) // several chunks and a remainder
+	for i := range subs {
+		subs[i] = dialMQTT(t, addr, "s"+strconv.Itoa(i))
+		subscribeQoS0(t, subs[i], "fan")
+	}
+	pub := dialMQTT(t, addr, "pub")
+	waitParkedClients(t, s, int64(len(subs)+1))
+
+	before := flushedAhead.Load()
+	var want []string
+	send := func(payload string) {
+		_, err := pub.Write(publishQoS0("fan", payload))
+		require.NoError(t, err)
+		want = append(want, payload)
+	}
+	for i := range 3 { // quiet spells: written ahead
+		send("quiet " + strconv.Itoa(i))
+		time.Sleep(2 * fanoutQuiet)
+	}
+	for i := range 30 { // back to back: written as batches
+		send("burst " + strconv.Itoa(i))
+	}
+	for i, c := range subs {
+		for _, w := range want {
+			require.Equal(t, w, string(readPublish(t, c, "fan")), "subscriber %d", i)
+		}
+	}
+	require.GreaterOrEqual(t, flushedAhead.Load()-before, int64(3*3), "the quiet fan-outs were written ahead, three chunks each")
+}
+
+// publishQoS0 encodes a QoS 0 PUBLISH.
+func publishQoS0(topic, payload string) []byte {
+	body := []byte{0, byte(len(topic))}
+	body = append(body, topic...)
+	body = append(body, payload...)
+	return append([]byte{0x30, byte(len(body))}, body...)
 }
 
 // subscribeQoS0 subscribes c to filter at QoS 0 and waits for the SUBACK.

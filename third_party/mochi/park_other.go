@@ -30,3 +30,4 @@ func (po *poller) add(*connReader) uint64                 { return 0 }
 func (po *poller) forget(uint64)                          {}
 func (po *poller) arm(syscall.RawConn, uint64, int) error { return errors.ErrUnsupported }
 func (lp *evloop) handOver()                              {}
+func (lp *evloop) alone() bool                            { return true }
