@@ -71,21 +71,65 @@ func backlogOf(c net.Conn) WriteBacklogger {
 }
 
 // writeBatch lists the clients a read loop wrote to and has not flushed.
-// Only the read loop's goroutine touches it.
+// The read loop's goroutine holds writes in it and flushes it; so may the
+// event loops' watchdog (flushStalled), for a loop stalled in a hook: mu
+// guards the list.
 type writeBatch struct {
+	mu    sync.Mutex
 	dirty []*Client
-	// ahead is the chunk of dirty a goroutine writes out while the read
-	// loop goes on (flushAhead); writing is done when it has.
-	ahead   []*Client
+	// writes counts the writes held so far: the watchdog tells a busy
+	// loop from a blocked one by it (evloop.watchHeld).
+	writes atomic.Int64
+	// writing is done when the chunk flushAhead handed to a goroutine has
+	// been written; only the read loop's goroutine uses it.
 	writing sync.WaitGroup
 }
 
+// hold lists cl, whose write buffer holds a write this batch is to flush.
+func (b *writeBatch) hold(cl *Client) {
+	b.mu.Lock()
+	b.dirty = append(b.dirty, cl)
+	b.mu.Unlock()
+	b.writes.Add(1)
+}
+
+// held is how many clients the batch holds writes for.
+func (b *writeBatch) held() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.dirty)
+}
+
+// take empties the list and returns what it held.
+func (b *writeBatch) take() []*Client {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dirty := b.dirty
+	b.dirty = nil
+	return dirty
+}
+
 // flush writes out what the batch holds, once a chunk flushAhead handed
-// off has been written.
+// off has been written. Only the read loop's goroutine calls it.
 func (b *writeBatch) flush() {
 	b.writing.Wait()
-	writeOut(b.dirty)
-	b.dirty = b.dirty[:0]
+	b.flushStalled()
+}
+
+// flushStalled writes out what the batch holds now, not waiting for a
+// chunk being written; the watchdog calls it for a loop that a hook holds
+// up, whose goroutine cannot.
+func (b *writeBatch) flushStalled() {
+	dirty := b.take()
+	if len(dirty) == 0 {
+		return
+	}
+	writeOut(dirty)
+	b.mu.Lock()
+	if b.dirty == nil {
+		b.dirty = dirty[:0] // its backing array again
+	}
+	b.mu.Unlock()
 }
 
 // flushAhead has a goroutine of its own write out what the batch holds,
@@ -97,8 +141,7 @@ func (b *writeBatch) flush() {
 func (b *writeBatch) flushAhead() {
 	flushedAhead.Add(1)
 	b.writing.Wait()
-	chunk := b.dirty
-	b.dirty, b.ahead = b.ahead[:0], chunk
+	chunk := b.take()
 	b.writing.Add(1)
 	go func() {
 		defer b.writing.Done()
@@ -571,7 +614,7 @@ func (r *connReader) await() error {
 	if r.parker == nil {
 		return r.fill()
 	}
-	if r.loop == nil || len(r.loop.batch.dirty) >= flushDirty {
+	if r.loop == nil || r.loop.batch.held() >= flushDirty {
 		// On an event loop, the loop writes what it holds once it has
 		// served a round, unless a fan-out has made it hold much already.
 		r.flushHeld()

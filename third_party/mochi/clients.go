@@ -728,7 +728,9 @@ func (cl *Client) writePacket(pk packets.Packet, b *writeBatch) error {
 	if b != nil && cl.Net.wbuf.Len() < maxHeldBytes {
 		if cl.Net.heldBy != b {
 			cl.Net.heldBy = b
-			b.dirty = append(b.dirty, cl)
+			b.hold(cl)
+		} else {
+			b.writes.Add(1)
 		}
 	} else {
 		err = cl.flushLocked()

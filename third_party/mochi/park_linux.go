@@ -82,6 +82,7 @@ type evloop struct {
 	waiting  bool  // in epoll_wait: nothing to hand over
 	began    int64 // when the connection being served was taken (nanotime)
 	replaced bool
+	ended    atomic.Bool // run has returned
 }
 
 // maxEvents is the most events one epoll_wait takes; flushEvery is how
@@ -236,6 +237,7 @@ func (po *poller) wait(events []syscall.EpollEvent, tokens []uint64) ([]uint64, 
 func (lp *evloop) run() {
 	po := lp.po
 	defer po.p.wg.Done()
+	defer lp.ended.Store(true)
 	defer lp.batch.flush()
 	events := make([]syscall.EpollEvent, maxEvents)
 	var tokens []uint64
@@ -329,6 +331,27 @@ func (lp *evloop) replaceLocked() {
 	lp.po.p.start(lp.po, queue)
 }
 
+// watchHeld writes out what a replaced loop holds — the replies and
+// deliveries of the connections it served in its round before the one it
+// is stuck with — once it has held nothing new for stallAfter: it is
+// blocked (in a hook that did not say so), not busy. A busy loop (a
+// fan-out to many subscribers takes longer than stallAfter) writes out
+// what it holds itself; writing it out from here, under its feet, cost
+// a fifth of the flat-out QoS 1 fan-out. It looks again every stallAfter
+// until the loop has ended.
+func (lp *evloop) watchHeld(progress int64) {
+	time.AfterFunc(stallAfter, func() {
+		if lp.ended.Load() {
+			return
+		}
+		now := lp.batch.writes.Load()
+		if now == progress {
+			lp.batch.flushStalled()
+		}
+		lp.watchHeld(now)
+	})
+}
+
 // watch starts the watchdog unless it runs.
 func (p *parker) watch() {
 	if !p.watching.Load() && p.watching.CompareAndSwap(false, true) {
@@ -363,7 +386,8 @@ func (p *parker) watchdog() {
 	}
 }
 
-// check replaces stalled loops and reports whether any loop was serving.
+// check replaces stalled loops (and watches what they hold, watchHeld)
+// and reports whether any loop was serving.
 func (p *parker) check() (busy bool) {
 	now := nanotime()
 	for _, po := range p.polls {
@@ -373,6 +397,7 @@ func (p *parker) check() (busy bool) {
 			busy = true
 			if lp.began != 0 && now-lp.began > int64(stallAfter) {
 				lp.replaceLocked()
+				lp.watchHeld(lp.batch.writes.Load())
 			}
 		}
 		lp.mu.Unlock()

@@ -168,6 +168,88 @@ func TestEventLoopServesOthersWhileAHookBlocks(t *testing.T) {
 	}
 }
 
+// queueHook blocks the handling of every PUBLISH to "block" until release
+// is closed, telling entered each time, without calling WillBlock.
+type queueHook struct {
+	HookBase
+	release chan struct{}
+	entered chan string
+}
+
+func (h *queueHook) ID() string { return "queue-block" }
+
+func (h *queueHook) Provides(b byte) bool { return b == OnPublish }
+
+func (h *queueHook) OnPublish(cl *Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == "block" {
+		h.entered <- cl.ID
+		<-h.release
+	}
+	return pk, nil
+}
+
+// TestWatchdogWritesOutWhatAStalledLoopHolds: a loop holds the replies of
+// the connections it serves in a round until the round ends. When a hook
+// that does not say it blocks holds the loop up in the middle of a round,
+// the watchdog hands the rest of the round to a new loop, and must also
+// write out the replies the stalled loop holds for the connections it
+// served before: their clients would otherwise wait for the hook.
+//
+// Every loop is first held up by a blocking publish, so that the 40
+// publishes below are all readable when the loops the watchdog starts
+// look, and one round holds several of them; a second blocking publish
+// comes three quarters of the way through.
+func TestWatchdogWritesOutWhatAStalledLoopHolds(t *testing.T) {
+	h := &queueHook{release: make(chan struct{}), entered: make(chan string, 64)}
+	s, addr := newParkingServer(t, h)
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(h.release) }) })
+	const nblockers = 16 // enough to find one on every poller (at most 8, round robin)
+	blockers := make([]net.Conn, nblockers)
+	for i := range blockers {
+		blockers[i] = dialMQTT(t, addr, "b"+strconv.Itoa(i))
+	}
+	second := dialMQTT(t, addr, "second")
+	conns := make([]net.Conn, 40)
+	for i := range conns {
+		conns[i] = dialMQTT(t, addr, "c"+strconv.Itoa(i))
+	}
+	waitParkedClients(t, s, int64(nblockers+1+len(conns)))
+
+	p := s.getParkerIfStarted()
+	used := map[*poller]bool{}
+	var stalled []net.Conn
+	for i, c := range blockers {
+		cl, ok := s.Clients.Get("b" + strconv.Itoa(i))
+		require.True(t, ok)
+		if po := cl.Net.bconn.po; !used[po] {
+			used[po] = true
+			stalled = append(stalled, c)
+			_, err := c.Write(publishQoS1("block", "x"))
+			require.NoError(t, err)
+			<-h.entered
+		}
+	}
+	require.Len(t, used, len(p.polls), "a blocker on every poller")
+
+	for i, c := range conns {
+		if i == 3*len(conns)/4 {
+			_, err := second.Write(publishQoS1("block", "y"))
+			require.NoError(t, err)
+		}
+		_, err := c.Write(publishQoS1("free", "y"))
+		require.NoError(t, err)
+	}
+	for i, c := range conns {
+		expectPuback(t, c, "c"+strconv.Itoa(i))
+	}
+	release.Do(func() { close(h.release) })
+	for i, c := range stalled {
+		expectPuback(t, c, "blocker "+strconv.Itoa(i))
+	}
+	expectPuback(t, second, "second")
+}
+
 // TestEventLoopKeepsInputThatCameWhileItsReadLoopRanElsewhere: sockets are
 // edge-triggered, so input that comes while a connection's read loop runs
 // off the event loop (here, its hook blocks) is reported once, to a loop

@@ -1163,7 +1163,7 @@ func (s *Server) publishFrom(pk packets.Packet, from *Client) {
 			}
 		}
 		s.deliverTo(id, subs, pk, b)
-		if ahead && len(b.dirty) >= flushDirty {
+		if ahead && b.held() >= flushDirty {
 			b.flushAhead()
 		}
 	}
