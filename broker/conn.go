@@ -250,22 +250,6 @@ func (c *backlogConn) drain() {
 	}
 }
 
-// backlogConnOf finds the backlogConn under c, through wrappers that
-// expose the connection they wrap (tls.Conn does); nil if there is none.
-func backlogConnOf(c net.Conn) *backlogConn {
-	for range 8 {
-		switch v := c.(type) {
-		case *backlogConn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
-	return nil
-}
-
 func (c *backlogConn) stall() {
 	if c.onStall != nil {
 		c.onStall(c.RemoteAddr().String())

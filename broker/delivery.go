@@ -116,7 +116,7 @@ type sendQueue struct {
 // drained, send what is queued.
 func (h *deliveryHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	cl.State.Inflight.ResetSendQuota(0)
-	if c := backlogConnOf(cl.Net.Conn); c != nil {
+	if c, ok := cl.Backlogger().(*backlogConn); ok {
 		send := func() { h.sendQueued(cl) }
 		c.onDrained.Store(&send)
 	}
@@ -295,7 +295,7 @@ func (h *deliveryHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	v, _ := h.queues.LoadOrStore(cl, new(sendQueue))
 	v.(*sendQueue).pending.Store(true) //nolint:forcetypeassert // only *sendQueue is stored
 	// If the backlog drained meanwhile, its drain has looked already.
-	if c := backlogConnOf(cl.Net.Conn); c != nil && c.WriteBacklog() == 0 {
+	if c := cl.Backlogger(); c != nil && c.WriteBacklog() == 0 {
 		h.sendQueued(cl)
 	}
 }

@@ -54,6 +54,11 @@ const maxPooledWriteBuffer = 64 << 10
 // writeBuffers holds encode and write buffers; larger ones are dropped.
 var writeBuffers = mempool.NewBuffer(maxPooledWriteBuffer)
 
+// Backlogger returns the WriteBacklogger under cl's connection, the one
+// mochi writes deliveries through without a write goroutine; nil if the
+// connection's writes may block (fork).
+func (cl *Client) Backlogger() WriteBacklogger { return cl.Net.backlog }
+
 // backlogOf finds the WriteBacklogger under c, looking through wrappers that
 // expose the connection they wrap with NetConn (tls.Conn does).
 func backlogOf(c net.Conn) WriteBacklogger {
